@@ -1,0 +1,1 @@
+// MIME module: see DESIGN.md

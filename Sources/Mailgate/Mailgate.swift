@@ -1,0 +1,1 @@
+// Mailgate module: see DESIGN.md

@@ -1,0 +1,1 @@
+// Tokens module: see DESIGN.md
