@@ -1,0 +1,117 @@
+/// Where in the SMTP conversation something went wrong.
+public enum SMTPStage: String, Sendable {
+    case connect, greeting, ehlo, starttls, tls, auth, mail, rcpt, data, message, rset, noop, quit
+
+    /// How the stage is named in messages.
+    var label: String {
+        switch self {
+        case .connect: "connection"
+        case .greeting: "server greeting"
+        case .ehlo: "EHLO"
+        case .starttls: "STARTTLS"
+        case .tls: "TLS"
+        case .auth: "authentication"
+        case .mail: "MAIL FROM"
+        case .rcpt: "RCPT TO"
+        case .data: "DATA"
+        case .message: "message"
+        case .rset: "RSET"
+        case .noop: "NOOP"
+        case .quit: "QUIT"
+        }
+    }
+}
+
+/// Every failure of the SMTP client. Descriptions never contain passwords or
+/// AUTH payloads: only host names, reply codes and server reply text (with
+/// control characters removed), and OpenSSL/libc error strings.
+public struct SMTPError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// getaddrinfo failed; the string is its explanation.
+        case resolveFailed(String)
+        /// Every address of the host refused the TCP connection.
+        case connectionRefused
+        /// A socket call failed (connect, read, write); the string says which and why.
+        case connectFailed(String)
+        /// The deadline, the connect timeout or the command timeout passed.
+        case timeout
+        /// TLS setup, handshake or certificate verification failed; the string is the whole explanation.
+        case tls(String)
+        /// The server answered with an unexpected (usually negative) reply.
+        case reply(SMTPReply)
+        /// The server (or the caller's input) broke the protocol's rules.
+        case protocolViolation(String)
+        /// The server closed the connection.
+        case connectionClosed
+        /// A login is configured but the server offers no mechanism we can use.
+        case authUnavailable(String)
+        /// STARTTLS is required by the config but the server does not offer it.
+        case starttlsUnavailable
+    }
+
+    public let kind: Kind
+    public let stage: SMTPStage
+    /// "host:port" of the server, when known.
+    public let server: String?
+
+    public init(_ kind: Kind, stage: SMTPStage, server: String? = nil) {
+        self.kind = kind
+        self.stage = stage
+        self.server = server
+    }
+
+    public var description: String {
+        let at = server.map { " (\($0))" } ?? ""
+        switch kind {
+        case .resolveFailed(let why):
+            return "could not resolve \(server ?? "host"): \(why)"
+        case .connectionRefused:
+            return "connection to \(server ?? "server") refused"
+        case .connectFailed(let why):
+            return "\(why)\(at)"
+        case .timeout:
+            switch stage {
+            case .connect: return "timed out connecting to \(server ?? "server")"
+            case .greeting: return "timed out waiting for the server greeting\(at)"
+            case .tls: return "timed out during the TLS handshake\(at)"
+            case .message: return "timed out waiting for the server to accept the message\(at)"
+            default: return "timed out waiting for the reply to \(stage.label)\(at)"
+            }
+        case .tls(let why):
+            return "\(why)\(at)"
+        case .reply(let reply):
+            switch stage {
+            case .greeting: return "server refused the session: \(reply)\(at)"
+            case .auth: return "authentication failed: \(reply)\(at)"
+            case .message: return "message rejected: \(reply)\(at)"
+            default: return "\(stage.label) rejected: \(reply)\(at)"
+            }
+        case .protocolViolation(let why):
+            return "\(stage.label): \(why)\(at)"
+        case .connectionClosed:
+            return "connection closed by the server during \(stage.label)\(at)"
+        case .authUnavailable(let why):
+            return "cannot log in: \(why)\(at)"
+        case .starttlsUnavailable:
+            return "server does not offer STARTTLS, which the configuration requires\(at)"
+        }
+    }
+
+    /// True when the failure happened before the server accepted DATA (354),
+    /// so the message was certainly not delivered and may be retried once on
+    /// a fresh connection. Once the body was sent (stage `.message`) the
+    /// server may have queued it even if we never saw its answer.
+    public var isSafeToRetry: Bool { stage != .message }
+
+    /// True when the failure says the connection itself is gone or unusable
+    /// (as opposed to the server disliking this particular message). Used by
+    /// the pool to decide whether a reused connection was simply stale.
+    var looksLikeDeadConnection: Bool {
+        if stage == .rset || stage == .noop { return true }
+        switch kind {
+        case .connectionClosed, .connectFailed: return true
+        case .reply(let r): return r.code == 421
+        default: return false
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import COpenSSL
+import Synchronization
+
+/// One OpenSSL client context (SSL_CTX). Contexts are costly to build
+/// (loading the system trust store parses hundreds of certificates), and
+/// OpenSSL allows SSL_new on one context from many threads, so there is one
+/// per (caFile, verify) pair for the life of the process.
+final class TLSContext: @unchecked Sendable {  // ctx is never mutated after init
+    let ctx: OpaquePointer
+    let verify: Bool
+
+    private init(ctx: OpaquePointer, verify: Bool) {
+        self.ctx = ctx
+        self.verify = verify
+    }
+
+    deinit { SSL_CTX_free(ctx) }
+
+    private struct Key: Hashable {
+        var caFile: String?
+        var verify: Bool
+    }
+
+    private static let cache = Mutex<[Key: TLSContext]>([:])
+
+    /// The shared context for this configuration. Failures are not cached,
+    /// so a CA file that is fixed later is picked up on the next connection.
+    /// A CA file that changes while cached is not re-read.
+    static func shared(caFile: String?, verify: Bool, server: String) throws(SMTPError) -> TLSContext {
+        let key = Key(caFile: verify ? caFile : nil, verify: verify)
+        if let existing = cache.withLock({ $0[key] }) { return existing }
+        let made = try make(caFile: key.caFile, verify: verify, server: server)
+        // Another thread may have raced us; keep the first one stored.
+        return cache.withLock { contexts in
+            if let existing = contexts[key] { return existing }
+            contexts[key] = made
+            return made
+        }
+    }
+
+    private static func make(caFile: String?, verify: Bool, server: String) throws(SMTPError) -> TLSContext {
+        func failure(_ what: String) -> SMTPError {
+            SMTPError(.tls("TLS setup failed: \(what): \(takeOpenSSLErrors())"), stage: .tls, server: server)
+        }
+        ERR_clear_error()
+        guard let method = TLS_client_method(), let ctx = SSL_CTX_new(method) else {
+            throw failure("SSL_CTX_new")
+        }
+        let context = TLSContext(ctx: ctx, verify: verify)  // frees ctx on the error paths below
+        guard mailgate_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 else {
+            throw failure("cannot require TLS 1.2")
+        }
+        if verify {
+            guard SSL_CTX_set_default_verify_paths(ctx) == 1 else {
+                throw failure("cannot load the system trust store")
+            }
+            if let caFile {
+                guard SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1 else {
+                    throw failure("cannot load CA file \(caFile)")
+                }
+            }
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+        } else {
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nil)
+        }
+        return context
+    }
+}
