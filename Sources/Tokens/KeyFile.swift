@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a key file could not be created or loaded. Messages carry the path
+/// and the system's reason, never key bytes.
+public enum KeyFileError: Error, Sendable, Equatable, CustomStringConvertible {
+    case missing(String)
+    case unreadable(String, String)
+    case insecurePermissions(String, UInt32)
+    case tooShort(String, Int)
+    case exists(String)
+    case writeFailed(String, String)
+
+    public var description: String {
+        switch self {
+        case .missing(let path):
+            return "key file \(path) does not exist"
+        case .unreadable(let path, let reason):
+            return "cannot read key file \(path): \(reason)"
+        case .insecurePermissions(let path, let mode):
+            return "key file \(path) has mode \(String(mode, radix: 8)); it must not be accessible to group or others (chmod 600)"
+        case .tooShort(let path, let length):
+            return "key file \(path) holds \(length) bytes, fewer than required"
+        case .exists(let path):
+            return "key file \(path) already exists; refusing to overwrite it"
+        case .writeFailed(let path, let reason):
+            return "cannot write key file \(path): \(reason)"
+        }
+    }
+}
+
+/// Raw random key bytes in a file only the owner can read.
+public enum KeyFile {
+    /// Larger files are refused: a key file is tens of bytes, and reading
+    /// something huge by mistake should fail fast.
+    public static let maximumLength = 4096
+
+    /// Creates `path` with `byteCount` random bytes, mode 0600. Never
+    /// overwrites (O_EXCL), never follows a symlink at `path`.
+    public static func create(at path: String, byteCount: Int = 32) throws(KeyFileError) {
+        guard byteCount >= 1, byteCount <= maximumLength else {
+            throw .writeFailed(path, "key length \(byteCount) outside 1...\(maximumLength)")
+        }
+        let bytes: [UInt8]
+        do {
+            bytes = try Crypto.randomBytes(byteCount)
+        } catch {
+            throw .writeFailed(path, error.description)
+        }
+        let fd = retryingEINTR { open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600) }
+        guard fd >= 0 else {
+            let code = errno
+            if code == EEXIST { throw .exists(path) }
+            throw .writeFailed(path, "open: " + errnoString(code))
+        }
+        var ok = false
+        defer {
+            if !ok {
+                close(fd)
+                unlink(path)  // ours (O_EXCL): do not leave a half-written key behind
+            }
+        }
+        // The umask can only narrow 0600; fchmod makes the mode exact anyway.
+        guard fchmod(fd, 0o600) == 0 else { throw .writeFailed(path, "fchmod: " + errnoString(errno)) }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { buf in
+                write(fd, buf.baseAddress! + written, buf.count - written)
+            }
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                throw .writeFailed(path, "write: " + errnoString(code))
+            }
+            written += n
+        }
+        guard fsync(fd) == 0 else { throw .writeFailed(path, "fsync: " + errnoString(errno)) }
+        ok = true
+        guard close(fd) == 0 else {
+            let reason = "close: " + errnoString(errno)
+            unlink(path)
+            throw .writeFailed(path, reason)
+        }
+    }
+
+    /// Reads the key at `path`. Refuses files whose mode grants any access
+    /// to group or others, and keys shorter than `minimumLength`.
+    public static func load(at path: String, minimumLength: Int = 32) throws(KeyFileError) -> [UInt8] {
+        let fd = retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT { throw .missing(path) }
+            throw .unreadable(path, "open: " + errnoString(code))
+        }
+        defer { close(fd) }
+        // fstat on the opened descriptor: checks the file we actually read.
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .unreadable(path, "fstat: " + errnoString(errno)) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw .unreadable(path, "not a regular file") }
+        let mode = UInt32(info.st_mode) & 0o7777
+        guard mode & 0o077 == 0 else { throw .insecurePermissions(path, mode) }
+        guard info.st_size <= maximumLength else {
+            throw .unreadable(path, "file is \(info.st_size) bytes, more than \(maximumLength)")
+        }
+        var buffer = [UInt8](repeating: 0, count: maximumLength + 1)
+        var total = 0
+        while total < buffer.count {
+            let n = buffer.withUnsafeMutableBytes { buf in
+                read(fd, buf.baseAddress! + total, buf.count - total)
+            }
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                throw .unreadable(path, "read: " + errnoString(code))
+            }
+            if n == 0 { break }
+            total += n
+        }
+        guard total <= maximumLength else {
+            throw .unreadable(path, "file grew beyond \(maximumLength) bytes while reading")
+        }
+        guard total >= minimumLength else { throw .tooShort(path, total) }
+        return Array(buffer.prefix(total))
+    }
+
+    private static func retryingEINTR(_ body: () -> Int32) -> Int32 {
+        while true {
+            let rc = body()
+            if rc < 0 && errno == EINTR { continue }
+            return rc
+        }
+    }
+
+    private static func errnoString(_ code: Int32) -> String {
+        guard let text = strerror(code) else { return "errno \(code)" }
+        return String(cString: text) + " (errno \(code))"
+    }
+}
