@@ -1,0 +1,124 @@
+// The aiosmtpd test server run by the integration tests, written to a temp
+// file at test time. It is kept as Swift source rather than a .py file next
+// to the tests only because SwiftPM warns about unhandled files in a target
+// and Package.swift (owned elsewhere) does not exclude it.
+let smtpServerScript = #"""
+#!/usr/bin/python3
+"""Test SMTP server for Mailgate's SMTPTests (run with Debian's /usr/bin/python3).
+
+Listens on 127.0.0.1 on an ephemeral port, prints "PORT <n>" once it accepts
+connections, and stores every accepted message in --dir as
+<n>.json (envelope) and <n>.eml (the raw, dot-unstuffed DATA bytes), so the
+Swift tests can assert on exactly what arrived. Exits when stdin closes, so a
+test process that dies cannot leave it behind.
+
+This text lives in a Swift string (SMTPServerScript.swift) because SwiftPM
+warns about a .py file in a test target that Package.swift does not exclude.
+"""
+import argparse
+import asyncio
+import json
+import os
+import ssl
+import sys
+import threading
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+class Recorder:
+    def __init__(self, directory, pipelining, reject_rcpt):
+        self.directory = directory
+        self.count = 0
+        self.pipelining = pipelining
+        self.reject_rcpt = reject_rcpt
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            # aiosmtpd reads commands strictly in order, so it copes with
+            # pipelined input; it just does not advertise it.
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.reject_rcpt and self.reject_rcpt in address:
+            return "550 5.1.1 <%s>: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        base = os.path.join(self.directory, "%d" % self.count)
+        with open(base + ".eml.tmp", "wb") as f:
+            f.write(envelope.original_content or b"")
+        with open(base + ".json.tmp", "w") as f:
+            json.dump({"mail_from": envelope.mail_from,
+                       "rcpt_tos": envelope.rcpt_tos,
+                       "tls": server.transport.get_extra_info("ssl_object") is not None,
+                       "peer_port": session.peer[1],
+                       "authenticated": bool(session.authenticated)}, f)
+        # Rename last, so a reader never sees a half-written message.
+        os.rename(base + ".eml.tmp", base + ".eml")
+        os.rename(base + ".json.tmp", base + ".json")
+        return "250 2.0.0 Ok: queued as %d" % self.count
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dir", required=True)
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--exclude-mechanism", action="append", default=[])
+    p.add_argument("--idle-timeout", type=float, default=300)
+    p.add_argument("--pipelining", action="store_true")
+    p.add_argument("--implicit-tls", action="store_true")
+    p.add_argument("--reject-rcpt")
+    args = p.parse_args()
+
+    tls_context = None
+    if args.cert:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.cert, args.key)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword)
+              and auth_data.login == (args.user or "").encode()
+              and auth_data.password == (args.password or "").encode())
+        return AuthResult(success=ok)
+
+    handler = Recorder(args.dir, args.pipelining, args.reject_rcpt)
+
+    def factory():
+        kwargs = dict(hostname="test.invalid", timeout=args.idle_timeout,
+                      auth_exclude_mechanism=args.exclude_mechanism)
+        if tls_context is not None and not args.implicit_tls:
+            kwargs.update(tls_context=tls_context, require_starttls=True)
+        if args.user is not None:
+            kwargs.update(authenticator=authenticator, auth_required=True,
+                          auth_require_tls=tls_context is not None and not args.implicit_tls)
+        return SMTP(handler, **kwargs)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = loop.run_until_complete(loop.create_server(
+        factory, "127.0.0.1", 0, ssl=tls_context if args.implicit_tls else None))
+    port = server.sockets[0].getsockname()[1]
+    print("PORT %d" % port, flush=True)
+
+    def watch_stdin():
+        sys.stdin.read()
+        loop.call_soon_threadsafe(loop.stop)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
+"""#
