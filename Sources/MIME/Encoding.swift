@@ -1,0 +1,330 @@
+// Byte-level encoders used by `MailMessage.render()`. They all append into a
+// caller-owned [UInt8] so a message is built in one preallocated buffer.
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+@usableFromInline let asciiCR: UInt8 = 0x0D
+@usableFromInline let asciiLF: UInt8 = 0x0A
+@usableFromInline let asciiSP: UInt8 = 0x20
+@usableFromInline let asciiTab: UInt8 = 0x09
+
+private let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
+private let base64Alphabet: [UInt8] =
+    Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+extension Array where Element == UInt8 {
+    @inline(__always)
+    mutating func appendCRLF() {
+        append(asciiCR)
+        append(asciiLF)
+    }
+
+    @inline(__always)
+    mutating func appendASCII(_ s: StaticString) {
+        s.withUTF8Buffer { append(contentsOf: $0) }
+    }
+}
+
+// MARK: - Base64
+
+enum Base64 {
+    static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
+
+    static func append(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        base64Alphabet.withUnsafeBufferPointer { table in
+            var i = 0
+            let n = bytes.count
+            while i + 3 <= n {
+                let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+                out.append(table[Int(v >> 18 & 0x3F)])
+                out.append(table[Int(v >> 12 & 0x3F)])
+                out.append(table[Int(v >> 6 & 0x3F)])
+                out.append(table[Int(v & 0x3F)])
+                i += 3
+            }
+            let rest = n - i
+            if rest == 1 {
+                let v = UInt32(bytes[i]) << 16
+                out.append(table[Int(v >> 18 & 0x3F)])
+                out.append(table[Int(v >> 12 & 0x3F)])
+                out.appendASCII("==")
+            } else if rest == 2 {
+                let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
+                out.append(table[Int(v >> 18 & 0x3F)])
+                out.append(table[Int(v >> 12 & 0x3F)])
+                out.append(table[Int(v >> 6 & 0x3F)])
+                out.append(UInt8(ascii: "="))
+            }
+        }
+    }
+}
+
+// MARK: - Body analysis and transfer encodings
+
+/// What one pass over the body tells us: which transfer encoding is needed
+/// and how big the output will be (so the buffer is allocated once).
+struct BodyScan {
+    var sevenBit = true
+    var lineBreaks = 0
+    /// Octets the quoted-printable form needs before soft line breaks.
+    var qpOctets = 0
+    var endsWithLineBreak = false
+
+    init(_ b: UnsafeBufferPointer<UInt8>) {
+        var lineLength = 0
+        var i = 0
+        let n = b.count
+        while i < n {
+            let c = b[i]
+            if c == asciiCR || c == asciiLF {
+                // CRLF is one break; a bare CR or bare LF is one break each.
+                if c == asciiCR, i + 1 < n, b[i + 1] == asciiLF { i += 1 }
+                lineBreaks += 1
+                lineLength = 0
+                qpOctets += 3  // a following space may need "=20"; close enough
+            } else {
+                lineLength += 1
+                if lineLength > 998 { sevenBit = false }
+                if QuotedPrintable.isLiteral(c) || c == asciiSP || c == asciiTab {
+                    qpOctets += 1
+                } else {
+                    qpOctets += 3
+                }
+                // 7bit allows other C0 controls, but NUL is forbidden and
+                // the rest are better made visible than sent raw.
+                if c >= 0x7F || (c < 0x20 && c != asciiTab) { sevenBit = false }
+            }
+            i += 1
+        }
+        endsWithLineBreak = n > 0 && (b[n - 1] == asciiCR || b[n - 1] == asciiLF)
+    }
+
+    /// Upper bound of the encoded body size.
+    var estimatedOutput: Int {
+        if sevenBit { return qpOctets + lineBreaks + 2 }
+        return qpOctets + (qpOctets / 73 + 1) * 3 + 2
+    }
+}
+
+enum SevenBit {
+    /// Copies the body, turning every CRLF, bare CR and bare LF into CRLF.
+    static func append(_ b: UnsafeBufferPointer<UInt8>, to out: inout [UInt8], endsWithLineBreak: Bool) {
+        var runStart = 0
+        var i = 0
+        let n = b.count
+        while i < n {
+            let c = b[i]
+            if c == asciiCR || c == asciiLF {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: b[runStart..<i]))
+                out.appendCRLF()
+                if c == asciiCR, i + 1 < n, b[i + 1] == asciiLF { i += 1 }
+                runStart = i + 1
+            }
+            i += 1
+        }
+        if runStart < n {
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: b[runStart..<n]))
+        }
+        // A message ends with a line break; SMTP's "<CRLF>.<CRLF>" needs it.
+        if n > 0 && !endsWithLineBreak { out.appendCRLF() }
+    }
+}
+
+enum QuotedPrintable {
+    /// Maximum encoded line length, RFC 2045 §6.7 rule 5 (excluding CRLF).
+    static let maxLine = 76
+
+    /// Printable ASCII other than '=' stands for itself (rule 2).
+    @inline(__always)
+    static func isLiteral(_ c: UInt8) -> Bool {
+        c >= 33 && c <= 126 && c != UInt8(ascii: "=")
+    }
+
+    /// Encodes the body; line breaks (normalised as in `SevenBit`) become
+    /// hard CRLF breaks, long lines get soft breaks ("=" CRLF).
+    static func append(_ b: UnsafeBufferPointer<UInt8>, to out: inout [UInt8], endsWithLineBreak: Bool) {
+        hexDigits.withUnsafeBufferPointer { hex in
+            var column = 0
+            var i = 0
+            let n = b.count
+            while i < n {
+                let c = b[i]
+                if c == asciiCR || c == asciiLF {
+                    out.appendCRLF()
+                    column = 0
+                    if c == asciiCR, i + 1 < n, b[i + 1] == asciiLF { i += 1 }
+                    i += 1
+                    continue
+                }
+                let lastOnLine = i + 1 == n || b[i + 1] == asciiCR || b[i + 1] == asciiLF
+                // Whitespace at the end of a line would be stripped in
+                // transit (rule 3), so it is encoded there.
+                let literal = isLiteral(c) || ((c == asciiSP || c == asciiTab) && !lastOnLine)
+                let width = literal ? 1 : 3
+                // Leave room for the '=' of a soft break unless this is the
+                // last octet of the line; never split an "=XX" triplet.
+                if column + width > (lastOnLine ? maxLine : maxLine - 1) {
+                    out.append(UInt8(ascii: "="))
+                    out.appendCRLF()
+                    column = 0
+                }
+                if literal {
+                    out.append(c)
+                } else {
+                    out.append(UInt8(ascii: "="))
+                    out.append(hex[Int(c >> 4)])
+                    out.append(hex[Int(c & 0x0F)])
+                }
+                column += width
+                i += 1
+            }
+            if n > 0 && !endsWithLineBreak { out.appendCRLF() }
+        }
+    }
+}
+
+// MARK: - RFC 2047 encoded-words
+
+enum EncodedWord {
+    /// RFC 2047 §2: an encoded-word is at most 75 characters, and a header
+    /// line containing one at most 76.
+    static let maxWord = 75
+    static let maxLine = 76
+    static let prefix: StaticString = "=?utf-8?B?"
+    static let overhead = 12  // "=?utf-8?B?" + "?="
+
+    /// Input octets that fit in one word starting at `column`.
+    @inline(__always)
+    static func capacity(atColumn column: Int) -> Int {
+        let room = min(maxWord, maxLine - column) - overhead
+        return room <= 0 ? 0 : room / 4 * 3
+    }
+
+    /// Appends `text` as a run of B-encoded UTF-8 encoded-words separated by
+    /// CRLF SP folds. Words end on extended grapheme cluster boundaries (so
+    /// no decoder ever sees half a character, nor half an emoji sequence);
+    /// a cluster too large for one word is split between Unicode scalars.
+    /// Returns the column after the last word.
+    static func append(_ text: String, to out: inout [UInt8], column startColumn: Int) -> Int {
+        var column = startColumn
+        var bytes = text
+        return bytes.withUTF8 { utf8 -> Int in
+            var chunkStart = 0
+            var chunkEnd = 0
+            var room = capacity(atColumn: column)
+
+            func fold() {
+                out.appendCRLF()
+                out.append(asciiSP)
+                column = 1
+                room = capacity(atColumn: 1)
+            }
+
+            // The first word shares its line with the field name; if even a
+            // 4-octet character would not fit, start on a fresh line.
+            if room < 12 { fold() }
+
+            func flush() {
+                guard chunkEnd > chunkStart else { return }
+                out.appendASCII(prefix)
+                Base64.append(UnsafeBufferPointer(rebasing: utf8[chunkStart..<chunkEnd]), to: &out)
+                out.appendASCII("?=")
+                column += overhead + Base64.encodedLength(chunkEnd - chunkStart)
+                chunkStart = chunkEnd
+            }
+
+            func add(unitEnd: Int) {
+                if unitEnd - chunkStart > room {
+                    // Close the current word (if any) and continue on a new
+                    // line: whitespace between adjacent encoded-words is
+                    // dropped by decoders, so the fold changes nothing.
+                    flush()
+                    fold()
+                }
+                chunkEnd = unitEnd
+            }
+
+            var offset = 0
+            for character in text {
+                let size = character.utf8.count
+                if size <= capacity(atColumn: 1) {
+                    add(unitEnd: offset + size)
+                } else {
+                    // A huge cluster (long ZWJ sequence, stacked marks):
+                    // scalars are the smallest safe unit.
+                    var scalarOffset = offset
+                    for scalar in character.unicodeScalars {
+                        scalarOffset += UTF8.width(scalar)
+                        add(unitEnd: scalarOffset)
+                    }
+                }
+                offset += size
+            }
+            flush()
+            return column
+        }
+    }
+}
+
+// MARK: - Date
+
+enum RFC5322Date {
+    private static let dayNames: [StaticString] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let monthNames: [StaticString] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// Appends e.g. "Wed, 25 Nov 2026 11:09:25 +0000". Always UTC and English:
+    /// computed directly from the epoch (civil-from-days, H. Hinnant) instead
+    /// of a locale-dependent and comparatively slow DateFormatter.
+    static func append(_ date: Date, to out: inout [UInt8]) {
+        var t = date.timeIntervalSince1970
+        // Clamp to 1970...9999 so odd inputs (NaN, far past/future) render a
+        // four-digit year instead of trapping on the Int conversion.
+        if !t.isFinite || t < 0 { t = 0 }
+        if t > 253_402_300_799 { t = 253_402_300_799 }
+        let seconds = Int(t.rounded(.down))
+        let days = seconds / 86_400
+        let secondOfDay = seconds % 86_400
+
+        let z = days + 719_468
+        let era = z / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        let weekday = (days + 4) % 7  // 1970-01-01 was a Thursday
+
+        out.appendASCII(dayNames[weekday])
+        out.appendASCII(", ")
+        appendDigits(day, width: 2, to: &out)
+        out.append(asciiSP)
+        out.appendASCII(monthNames[month - 1])
+        out.append(asciiSP)
+        appendDigits(year, width: 4, to: &out)
+        out.append(asciiSP)
+        appendDigits(secondOfDay / 3600, width: 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        appendDigits(secondOfDay / 60 % 60, width: 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        appendDigits(secondOfDay % 60, width: 2, to: &out)
+        out.appendASCII(" +0000")
+    }
+
+    private static func appendDigits(_ value: Int, width: Int, to out: inout [UInt8]) {
+        var divisor = 1
+        for _ in 1..<width { divisor *= 10 }
+        var v = value
+        while divisor > 0 {
+            out.append(UInt8(ascii: "0") + UInt8(v / divisor % 10))
+            v %= divisor
+            divisor /= 10
+        }
+    }
+}
