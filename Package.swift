@@ -28,7 +28,7 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]),
         .target(name: "FastCGI", dependencies: ["CFastCGI"]),
         .target(name: "Tokens", dependencies: ["COpenSSL"]),
-        .target(name: "MIME", dependencies: ["Tokens"]),
+        .target(name: "MIME"),
         .target(name: "SMTP", dependencies: ["COpenSSL"]),
         .target(name: "Store", dependencies: [
             "Tokens",

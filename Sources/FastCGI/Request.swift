@@ -1,0 +1,101 @@
+/// A request as the application sees it: the CGI parameters nginx sent and
+/// the body, already read (or refused) according to the size policy.
+/// Plain values only, so handlers are testable without libfcgi.
+public struct CGIRequest: Sendable {
+    public var params: [String: String]
+    public var body: CGIRequestBody
+
+    public init(params: [String: String], body: CGIRequestBody) {
+        self.params = params
+        self.body = body
+    }
+
+    public subscript(param name: String) -> String? { params[name] }
+}
+
+/// What became of the request body. The reader never buffers more than the
+/// configured limit, so an oversized body is refused without being read whole.
+public enum CGIRequestBody: Sendable, Equatable {
+    /// The body, exactly `CONTENT_LENGTH` bytes (empty when there was none).
+    case complete([UInt8])
+    /// `CONTENT_LENGTH` exceeds the limit; the body was not read.
+    case tooLarge(declared: Int, limit: Int)
+    /// `CONTENT_LENGTH` is not a non-negative decimal number.
+    case invalidLength(String)
+    /// The peer sent fewer bytes than `CONTENT_LENGTH` announced.
+    case incomplete(declared: Int, received: Int)
+}
+
+/// A response: serialised as CGI (`Status:` line, headers, blank line, body)
+/// and written in one call.
+public struct CGIResponse: Sendable, Equatable {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public static func == (lhs: CGIResponse, rhs: CGIResponse) -> Bool {
+        lhs.status == rhs.status && lhs.body == rhs.body
+            && lhs.headers.map { "\($0.name): \($0.value)" } == rhs.headers.map { "\($0.name): \($0.value)" }
+    }
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+
+    /// Appends the CGI wire form to `buffer` (reused per worker thread).
+    public func serialize(into buffer: inout [UInt8]) {
+        buffer.append(contentsOf: "Status: \(status) \(Self.reason(for: status))\r\n".utf8)
+        for (name, value) in headers {
+            buffer.append(contentsOf: name.utf8)
+            buffer.append(contentsOf: ": ".utf8)
+            buffer.append(contentsOf: value.utf8)
+            buffer.append(contentsOf: "\r\n".utf8)
+        }
+        buffer.append(contentsOf: "Content-Length: \(body.count)\r\n\r\n".utf8)
+        buffer.append(contentsOf: body)
+    }
+
+    public static func reason(for status: Int) -> String {
+        switch status {
+        case 200: "OK"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 411: "Length Required"
+        case 413: "Content Too Large"
+        case 415: "Unsupported Media Type"
+        case 422: "Unprocessable Content"
+        case 429: "Too Many Requests"
+        case 500: "Internal Server Error"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        default: "Status"
+        }
+    }
+}
+
+/// Decides how much of a body to read from its declared `CONTENT_LENGTH`.
+public enum BodyPolicy {
+    public enum Decision: Equatable {
+        case read(Int)
+        case refuse(CGIRequestBody)
+    }
+
+    public static func decide(contentLength: String?, limit: Int) -> Decision {
+        guard let raw = contentLength, !raw.isEmpty else { return .read(0) }
+        // Digits only: "+5", " 5", "-1" and "0x10" are all refused.
+        guard raw.utf8.count <= 19, raw.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let length = Int(raw) else {
+            return .refuse(.invalidLength(String(raw.prefix(32))))
+        }
+        if length > limit { return .refuse(.tooLarge(declared: length, limit: limit)) }
+        return .read(length)
+    }
+}
