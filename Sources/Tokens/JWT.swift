@@ -85,8 +85,9 @@ public struct TokenSigner: Sendable {
     /// over the received `<header>.<payload>` bytes before the payload is
     /// parsed, and the time claims last.
     public func verify(_ token: some StringProtocol, now: Int64, leeway: Int64 = 30) throws(TokenError) -> TokenClaims {
+        // Length first, so an oversized header costs no copy.
+        guard token.utf8.count <= Self.maximumTokenLength else { throw .malformed }
         let bytes = Array(token.utf8)
-        guard bytes.count <= Self.maximumTokenLength else { throw .malformed }
         let segments = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         guard segments.count == 3 else { throw .malformed }
 

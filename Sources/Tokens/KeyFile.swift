@@ -69,14 +69,17 @@ public enum KeyFile {
         guard fchmod(fd, 0o600) == 0 else { throw .writeFailed(path, "fchmod: " + errnoString(errno)) }
         var written = 0
         while written < bytes.count {
-            let n = bytes.withUnsafeBytes { buf in
-                write(fd, buf.baseAddress! + written, buf.count - written)
+            let n = bytes.withUnsafeBytes { buf -> Int in
+                guard let base = buf.baseAddress else { return 0 }
+                return write(fd, base + written, buf.count - written)
             }
             if n < 0 {
                 let code = errno
                 if code == EINTR { continue }
                 throw .writeFailed(path, "write: " + errnoString(code))
             }
+            // A regular file never accepts 0 bytes of a non-empty write; do not spin.
+            guard n > 0 else { throw .writeFailed(path, "write made no progress") }
             written += n
         }
         guard fsync(fd) == 0 else { throw .writeFailed(path, "fsync: " + errnoString(errno)) }
@@ -110,8 +113,9 @@ public enum KeyFile {
         var buffer = [UInt8](repeating: 0, count: maximumLength + 1)
         var total = 0
         while total < buffer.count {
-            let n = buffer.withUnsafeMutableBytes { buf in
-                read(fd, buf.baseAddress! + total, buf.count - total)
+            let n = buffer.withUnsafeMutableBytes { buf -> Int in
+                guard let base = buf.baseAddress else { return 0 }
+                return read(fd, base + total, buf.count - total)
             }
             if n < 0 {
                 let code = errno
