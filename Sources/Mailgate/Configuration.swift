@@ -1,0 +1,45 @@
+import SMTP
+import Store
+
+/// Everything the application decides per request, with the defaults a
+/// deployment gets when it says nothing.
+public struct AppConfiguration: Sendable {
+    /// Prefix nginx's `location` adds before the routes (e.g. "/api").
+    public var basePath: String = ""
+    /// Lifetime of tokens from `POST /token`, seconds.
+    public var tokenLifetime: Int64 = 30 * 60
+    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    public var tokenLeeway: Int64 = 30
+    /// Whole SMTP exchange, from connect to the reply after DATA. Kept below
+    /// nginx's `fastcgi_read_timeout` (30 s in the shipped config) so the
+    /// client gets our 504 rather than nginx's.
+    public var smtpDeadline: Duration = .seconds(20)
+    public var smtpConnectTimeout: Duration = .seconds(10)
+    public var smtpCommandTimeout: Duration = .seconds(10)
+    /// Extra trust anchors for SMTP servers with private CAs.
+    public var smtpCAFile: String? = nil
+    /// EHLO name.
+    public var heloName: String = "localhost"
+    /// Failed logins per username within `loginFailureWindow` before 429.
+    public var loginFailureLimit: Int = 5
+    public var loginFailureWindow: Int64 = 15 * 60
+    /// Retry-After sent with 503 when the SMTP server is temporarily unavailable.
+    public var smtpRetryAfter: Int = 60
+
+    public init() {}
+
+    func smtpServer(for integration: SMTPIntegration) -> SMTPServerConfig? {
+        guard let security = SMTPSecurity(rawValue: integration.security) else { return nil }
+        return SMTPServerConfig(
+            host: integration.host,
+            port: integration.port,
+            security: security,
+            username: integration.username,
+            password: integration.password,
+            heloName: heloName,
+            caFile: smtpCAFile,
+            verifyCertificates: true,
+            connectTimeout: smtpConnectTimeout,
+            commandTimeout: smtpCommandTimeout)
+    }
+}

@@ -1,1 +1,0 @@
-// Mailgate module: see DESIGN.md

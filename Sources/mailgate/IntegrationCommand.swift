@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import MIME
+import SMTP
+import Store
+
+extension SMTPSecurity: ExpressibleByArgument {}
+
+struct IntegrationCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "integration", abstract: "Manage each user's SMTP server settings.",
+        subcommands: [Set.self, Show.self, Test.self])
+
+    struct Set: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set USER's SMTP server. With --username, the SMTP password is read from a prompt or stdin.",
+            discussion: "The password is stored encrypted (AES-256-GCM, key in secret.key). A running server uses the new settings on its next request.")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var user: String
+        @Option(help: "SMTP server host name.") var host: String
+        @Option(help: "Port (default: 587 for starttls, 465 for tls, 25 for none).") var port: Int?
+        @Option(help: "starttls (required, never opportunistic), tls (implicit) or none.") var security: SMTPSecurity = .starttls
+        @Option(help: "SMTP login; omit for a server without AUTH.") var username: String?
+        @Option(help: "Envelope sender and From address.") var from: String
+        @Option(name: .customLong("from-name"), help: "Display name for From.") var fromName: String?
+
+        func run() throws {
+            let store = try data.openStore()
+            do { _ = try EmailAddress.parse(from) } catch { throw ValidationError("--from: \(error)") }
+            if let fromName, fromName.utf8.contains(where: { $0 < 0x20 }) {
+                throw ValidationError("--from-name must not contain control characters")
+            }
+            let chosenPort = port ?? (security == .tls ? 465 : security == .starttls ? 587 : 25)
+            guard (1...65535).contains(chosenPort) else { throw ValidationError("--port must be 1-65535") }
+            let password = username == nil ? nil : try SecretInput.read(prompt: "SMTP password for \(username ?? ""): ", confirm: false)
+            let integration = SMTPIntegration(
+                host: host, port: chosenPort, security: security.rawValue, username: username, password: password,
+                fromAddress: from, fromName: fromName, updatedAt: Date())
+            try store.setIntegration(integration, for: user)
+            print("SMTP integration for \(user): \(security.rawValue)://\(host):\(chosenPort)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show USER's SMTP settings (password redacted).")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var user: String
+
+        func run() throws {
+            guard let integration = try data.openStore().integration(for: user) else {
+                throw ValidationError("\(user) has no SMTP integration")
+            }
+            print("""
+                host:      \(integration.host)
+                port:      \(integration.port)
+                security:  \(integration.security)
+                username:  \(integration.username ?? "(none: no AUTH)")
+                password:  \(integration.password == nil ? "(none)" : "******** (stored encrypted)")
+                from:      \(integration.fromAddress)
+                from name: \(integration.fromName ?? "(none)")
+                updated:   \(integration.updatedAt)
+                """)
+        }
+    }
+
+    struct Test: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Connect to USER's SMTP server, log in, and with --send-to send a test message.")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var user: String
+        @Option(name: .customLong("send-to"), help: "Also send a test message to this address.") var sendTo: String?
+        @Option(name: .customLong("ca-file"), help: "Extra CA certificates (PEM) to trust.") var caFile: String?
+        @Option(help: "Overall time limit.") var timeout: DurationArgument = DurationArgument(seconds: 20)
+
+        func run() throws {
+            guard let integration = try data.openStore().integration(for: user) else {
+                throw ValidationError("\(user) has no SMTP integration")
+            }
+            guard let security = SMTPSecurity(rawValue: integration.security) else {
+                throw ValidationError("stored security mode '\(integration.security)' is unknown")
+            }
+            let config = SMTPServerConfig(host: integration.host, port: integration.port, security: security,
+                                          username: integration.username, password: integration.password,
+                                          heloName: ProcessInfo.processInfo.hostName, caFile: caFile)
+            let deadline = ContinuousClock.now.advanced(by: timeout.duration)
+            let connection = try SMTPConnection.open(config, deadline: deadline)
+            defer { connection.quit() }
+            print("connected to \(integration.host):\(integration.port) (\(security.rawValue)); server offers: \(connection.capabilities.sorted().joined(separator: " "))")
+            print(integration.username == nil ? "no login configured" : "logged in as \(integration.username ?? "")")
+            guard let sendTo else { return }
+            let recipient = try EmailAddress.parse(sendTo)
+            let sender = try EmailAddress.parse(integration.fromAddress)
+            let messageID = MessageID.generate(domain: sender.address.domain)
+            let message = MailMessage(
+                from: Mailbox(displayName: integration.fromName, address: sender.address), to: recipient,
+                subject: "Mailgate test message", body: "This is a test message sent by `mailgate integration test`.\n",
+                date: Date(), messageID: messageID)
+            let reply = try connection.send(
+                SMTPEnvelope(sender: sender.address.description, recipients: [recipient.address.description]),
+                message: message.render(), resetFirst: false, deadline: deadline)
+            print("sent test message <\(messageID)> to \(recipient.address): \(reply.code) \(reply.text)")
+        }
+    }
+}

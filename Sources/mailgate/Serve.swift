@@ -1,0 +1,115 @@
+import ArgumentParser
+import FastCGI
+import Foundation
+import Logging
+import Mailgate
+import SMTP
+import Store
+import Tokens
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the FastCGI responder.",
+        discussion: """
+            Listens on --socket (a Unix socket, mode 0660 by default) or --listen (loopback TCP). \
+            With neither, it serves the socket it inherited: fd 3 under systemd socket activation, \
+            fd 0 under spawn-fcgi or Apache mod_fcgid; and when fd 0 is not a socket it answers \
+            one request as plain CGI (Apache mod_cgi). SIGTERM or SIGINT: stop accepting, finish \
+            requests in flight, QUIT pooled SMTP connections, exit 0.
+            """)
+
+    @OptionGroup var data: DataDirectoryOptions
+    @Option(help: "Unix socket path to listen on (a stale socket file is replaced).") var socket: String?
+    @Option(name: .customLong("socket-mode"), help: "Octal mode of the socket file.")
+    var socketMode: FileModeArgument = FileModeArgument(mode: 0o660)
+    @Option(help: "Loopback TCP address, e.g. 127.0.0.1:9000.") var listen: String?
+    @Option(help: "Worker threads (each serves one request at a time).") var threads: Int = 16
+    @Option(name: .customLong("base-path"), help: "URL prefix before the routes, e.g. /api.") var basePath: String = ""
+    @Option(name: .customLong("max-body"), help: "Largest request body in bytes; larger gets 413 unread.")
+    var maxBody: Int = 1 << 20
+    @Option(name: .customLong("token-ttl"), help: "Lifetime of tokens from POST /token.")
+    var tokenTTL: DurationArgument = DurationArgument(seconds: 30 * 60)
+    @Option(name: .customLong("smtp-timeout"), help: "Deadline for a whole SMTP exchange (keep below nginx's fastcgi_read_timeout).")
+    var smtpTimeout: DurationArgument = DurationArgument(seconds: 20)
+    @Option(name: .customLong("smtp-connect-timeout"), help: "TCP connect timeout to the SMTP server.")
+    var smtpConnectTimeout: DurationArgument = DurationArgument(seconds: 10)
+    @Option(name: .customLong("ca-file"), help: "Extra CA certificates (PEM) trusted for SMTP servers.") var caFile: String?
+    @Option(name: .customLong("helo-name"), help: "Name sent in EHLO (default: this host's name).") var heloName: String?
+    @Option(name: .customLong("pool-size"), help: "Idle SMTP connections kept per integration.") var poolSize: Int = 16
+    @Option(name: .customLong("pool-idle-timeout"), help: "Close pooled SMTP connections idle this long.")
+    var poolIdleTimeout: DurationArgument = DurationArgument(seconds: 30)
+    @Option(name: .customLong("max-messages-per-connection"), help: "QUIT and reconnect after this many messages.")
+    var maxMessagesPerConnection: Int = 100
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if socket != nil && listen != nil { throw ValidationError("give --socket or --listen, not both") }
+        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1-1024") }
+        guard maxBody > 0 else { throw ValidationError("--max-body must be positive") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        if !basePath.isEmpty && (!basePath.hasPrefix("/") || basePath.hasSuffix("/")) {
+            throw ValidationError("--base-path must start with / and not end with / (e.g. /api)")
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "mailgate")
+
+        // Refuse to start on unsafe keys before anything listens.
+        let signer = try data.tokenSigner()
+        let store = try data.openStore()
+
+        var configuration = AppConfiguration()
+        configuration.basePath = basePath
+        configuration.tokenLifetime = tokenTTL.seconds
+        configuration.smtpDeadline = smtpTimeout.duration
+        configuration.smtpConnectTimeout = min(smtpConnectTimeout.duration, smtpTimeout.duration)
+        configuration.smtpCommandTimeout = smtpTimeout.duration
+        configuration.smtpCAFile = caFile
+        configuration.heloName = heloName ?? ProcessInfo.processInfo.hostName
+
+        let pools = SMTPPoolRegistry(maxIdlePerPool: poolSize, idleTimeout: poolIdleTimeout.duration,
+                                     maxMessagesPerConnection: maxMessagesPerConnection)
+        let application = Application(configuration: configuration, store: store, signer: signer,
+                                      hasher: PasswordHasher(), transport: pools, logger: logger)
+
+        let address: ListenAddress
+        if let socket {
+            address = .unix(path: socket, mode: socketMode.mode)
+        } else if let listen {
+            address = try ListenAddress.parseTCP(listen)
+        } else if let fd = Self.systemdSocket() {
+            address = .inherited(fd: fd)
+        } else if CGIOnce.isCGI {
+            CGIOnce.serve(maxBodyBytes: maxBody) { application.handle($0) }
+            return
+        } else {
+            address = .inherited(fd: 0)
+        }
+
+        let server = FastCGIServer(
+            configuration: .init(address: address, threads: threads, maxBodyBytes: maxBody),
+            handler: { application.handle($0) })
+        try server.bind()
+        try server.run {
+            logger.info("mailgate listening on \(address) with \(threads) threads; data in \(data.path)")
+        }
+        logger.info("signal received: stopped accepting, requests in flight finished; closing SMTP connections")
+        pools.shutdown()
+        logger.info("mailgate stopped")
+    }
+
+    /// systemd socket activation hands the socket over as fd 3.
+    static func systemdSocket() -> Int32? {
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["LISTEN_FDS"] == "1", environment["LISTEN_PID"] == String(getpid()) else { return nil }
+        return 3
+    }
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+import Store
+import Tokens
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where Mailgate keeps its state: the SQLite database and two key files.
+struct DataDirectoryOptions: ParsableArguments {
+    @Option(name: .customLong("data-dir"),
+            help: "Data directory (database and key files). Default: $MAILGATE_DATA_DIR or /var/lib/mailgate.")
+    var dataDir: String?
+
+    var path: String {
+        dataDir ?? ProcessInfo.processInfo.environment["MAILGATE_DATA_DIR"] ?? "/var/lib/mailgate"
+    }
+    var databasePath: String { path + "/mailgate.sqlite" }
+    /// HMAC key for tokens.
+    var tokenKeyPath: String { path + "/token.key" }
+    /// AES-256-GCM key for SMTP passwords at rest.
+    var secretKeyPath: String { path + "/secret.key" }
+
+    func openStore() throws -> Store {
+        guard FileManager.default.fileExists(atPath: databasePath) else {
+            throw ValidationError("no database at \(databasePath); run `mailgate init --data-dir \(path)` first")
+        }
+        let secretKey = try KeyFile.load(at: secretKeyPath, minimumLength: 32)
+        return try Store(path: databasePath, secretBox: SecretBox(key: secretKey))
+    }
+
+    func tokenSigner() throws -> TokenSigner {
+        try TokenSigner(key: KeyFile.load(at: tokenKeyPath, minimumLength: TokenSigner.minimumKeyLength))
+    }
+}
+
+/// Reads a secret without it ever appearing in argv: from a prompt with echo
+/// off on a terminal, else the first line of stdin.
+enum SecretInput {
+    static func read(prompt: String, confirm: Bool) throws -> String {
+        if isatty(0) != 0 {
+            let first = try promptHidden(prompt)
+            if confirm {
+                let second = try promptHidden("Repeat: ")
+                guard first == second else { throw ValidationError("the two entries differ") }
+            }
+            guard !first.isEmpty else { throw ValidationError("empty password") }
+            return first
+        }
+        guard let line = Swift.readLine(strippingNewline: true), !line.isEmpty else {
+            throw ValidationError("expected the password on the first line of stdin")
+        }
+        return line.hasSuffix("\r") ? String(line.dropLast()) : line
+    }
+
+    private static func promptHidden(_ prompt: String) throws -> String {
+        FileHandle.standardError.write(Data(prompt.utf8))
+        var saved = termios()
+        guard tcgetattr(0, &saved) == 0 else { throw ValidationError("cannot read terminal settings") }
+        var quiet = saved
+        quiet.c_lflag &= ~tcflag_t(ECHO)
+        guard tcsetattr(0, TCSAFLUSH, &quiet) == 0 else { throw ValidationError("cannot turn off echo") }
+        defer {
+            tcsetattr(0, TCSAFLUSH, &saved)
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+        return Swift.readLine(strippingNewline: true) ?? ""
+    }
+}
+
+/// "90d", "12h", "30m", "45s" or plain seconds.
+struct DurationArgument: ExpressibleByArgument, Sendable {
+    let seconds: Int64
+
+    init(seconds: Int64) { self.seconds = seconds }
+
+    init?(argument: String) {
+        guard let last = argument.last else { return nil }
+        let multiplier: Int64
+        var digits = Substring(argument)
+        switch last {
+        case "s": multiplier = 1; digits = digits.dropLast()
+        case "m": multiplier = 60; digits = digits.dropLast()
+        case "h": multiplier = 3600; digits = digits.dropLast()
+        case "d": multiplier = 86400; digits = digits.dropLast()
+        case "0"..."9": multiplier = 1
+        default: return nil
+        }
+        guard let value = Int64(digits), value > 0, value <= 3650 * 86400 / multiplier else { return nil }
+        seconds = value * multiplier
+    }
+
+    var duration: Duration { .seconds(seconds) }
+    var defaultValueDescription: String { "\(seconds)s" }
+}
+
+/// Octal file mode such as 660 or 0660.
+struct FileModeArgument: ExpressibleByArgument, Sendable {
+    let mode: UInt32
+    init(mode: UInt32) { self.mode = mode }
+    init?(argument: String) {
+        guard let value = UInt32(argument, radix: 8), value <= 0o777 else { return nil }
+        mode = value
+    }
+    var defaultValueDescription: String { String(mode, radix: 8) }
+}

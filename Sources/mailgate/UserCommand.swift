@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import Store
+import Tokens
+
+struct UserCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "user", abstract: "Manage the users who may send mail.",
+        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, RevokeTokens.self, List.self, Remove.self])
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a user; the password comes from a prompt, or the first line of stdin.")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument(help: "1-64 characters of A-Z a-z 0-9 . _ @ + -") var username: String
+
+        func run() throws {
+            let store = try data.openStore()
+            let password = try SecretInput.read(prompt: "Password for \(username): ", confirm: true)
+            let hash = try PasswordHasher().hash(password)
+            _ = try store.addUser(username, passwordHash: hash)
+            print("added user \(username)")
+        }
+    }
+
+    struct Passwd: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a user's password (prompt or stdin).")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var username: String
+
+        func run() throws {
+            let store = try data.openStore()
+            guard try store.user(named: username) != nil else { throw ValidationError("no user \(username)") }
+            let password = try SecretInput.read(prompt: "New password for \(username): ", confirm: true)
+            try store.setPasswordHash(PasswordHasher().hash(password), for: username)
+            print("password changed for \(username)")
+        }
+    }
+
+    struct Disable: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Disable a user: logins fail and every token issued so far is refused at once.")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var username: String
+
+        func run() throws {
+            try data.openStore().setDisabled(true, for: username)
+            print("disabled \(username); earlier tokens are revoked")
+        }
+    }
+
+    struct Enable: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled user (old tokens stay revoked).")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var username: String
+
+        func run() throws {
+            try data.openStore().setDisabled(false, for: username)
+            print("enabled \(username)")
+        }
+    }
+
+    struct RevokeTokens: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revoke-tokens", abstract: "Make every token issued to the user so far fail with 401.")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var username: String
+
+        func run() throws {
+            let version = try data.openStore().revokeTokens(for: username)
+            print("revoked all tokens of \(username) (token version now \(version))")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List users.")
+        @OptionGroup var data: DataDirectoryOptions
+
+        func run() throws {
+            let store = try data.openStore()
+            for user in try store.listUsers() {
+                let integration = try store.integration(for: user.username)
+                let smtp = integration.map { "\($0.host):\($0.port)" } ?? "no SMTP integration"
+                print("\(user.username)\t\(user.isDisabled ? "disabled" : "enabled")\t\(smtp)")
+            }
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a user and their SMTP integration.")
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var username: String
+
+        func run() throws {
+            try data.openStore().removeUser(username)
+            print("removed \(username)")
+        }
+    }
+}
