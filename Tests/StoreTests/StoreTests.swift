@@ -314,6 +314,26 @@ func sampleIntegration(password: String? = "s3cret-SMTP-passw0rd-Zq7") -> SMTPIn
         #expect(try t.store.failedLoginCount("not valid!", since: base) == 0)
     }
 
+    /// Two Store instances (server and CLI) writing at once must wait for
+    /// each other's write lock instead of failing with SQLITE_BUSY.
+    @Test func concurrentWritersOnTwoInstances() async throws {
+        let t = try TemporaryStore()
+        let stores = [t.store, try t.reopen()]
+        let base = Date(timeIntervalSince1970: 1_750_000_000)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<4 {
+                let store = stores[worker % 2]
+                group.addTask {
+                    for i in 0..<50 {
+                        try store.recordFailedLogin("ghost", at: base.addingTimeInterval(Double(i)))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try t.store.failedLoginCount("ghost", since: base) == 200)
+    }
+
     @Test func oldRowsArePrunedOnInsert() throws {
         let t = try TemporaryStore()
         let base = Date(timeIntervalSince1970: 1_750_000_000)
