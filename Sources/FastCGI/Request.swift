@@ -84,7 +84,7 @@ public struct CGIResponse: Sendable, Equatable {
 
 /// Decides how much of a body to read from its declared `CONTENT_LENGTH`.
 public enum BodyPolicy {
-    public enum Decision: Equatable {
+    public enum Decision: Equatable, Sendable {
         case read(Int)
         case refuse(CGIRequestBody)
     }

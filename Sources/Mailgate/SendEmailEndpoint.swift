@@ -156,6 +156,11 @@ extension Application {
         case .timeout:
             return APIError(504, detail, logOutcome: logOutcome)
         case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed:
+            // Lost after the message was handed over: the server may have
+            // kept it, so inviting a retry could send it twice.
+            if !error.isSafeToRetry {
+                return APIError(502, detail + " (the message may or may not have been delivered)", logOutcome: logOutcome)
+            }
             return APIError(503, detail, headers: retry, logOutcome: logOutcome)
         case .tls, .protocolViolation, .authUnavailable, .starttlsUnavailable:
             return APIError(502, detail, logOutcome: logOutcome)

@@ -1,0 +1,159 @@
+import FastCGI
+import Foundation
+@testable import Mailgate
+import SMTP
+import Testing
+
+@Suite struct SendEmailTests {
+    @Test func sendsAndAnswersTheContractStatus() throws {
+        let fixture = try AppFixture()
+        let response = try fixture.send(#"{"to": "Bob <bob@example.org>", "subject": "Hi", "message": "Hello\nBob"}"#)
+        #expect(response.status == 200)
+        let body = try #require(response.json as? [String: Any])
+        #expect(body["status"] as? String == "Email sent successfully")
+        let sent = try #require(fixture.transport.sent.first)
+        #expect(sent.owner == "alice")
+        #expect(sent.envelope.sender == "alice@example.com")
+        #expect(sent.envelope.recipients == ["bob@example.org"])
+        #expect(sent.server.host == "smtp.example.com" && sent.server.security == .starttls)
+        #expect(sent.server.password == "smtp-secret")
+        let text = String(decoding: sent.message, as: UTF8.self)
+        #expect(text.contains("\r\nSubject: Hi\r\n"))
+        #expect(text.contains("From: Alice Example <alice@example.com>\r\n"))
+        #expect(text.contains("Message-ID: \(try #require(body["message_id"] as? String))\r\n"))
+        #expect(text.hasSuffix("Hello\r\nBob\r\n"))
+    }
+
+    @Test func missingOrMalformedAuthorizationIsNotAuthenticated() throws {
+        let fixture = try AppFixture()
+        for header in [nil, "Basic abc", "Bearer", "Bearer    "] as [String?] {
+            let response = fixture.post("/smtp/send-email", body: "{}", authorization: header)
+            #expect(response.status == 401)
+            #expect(response.header("WWW-Authenticate") == "Bearer")
+            #expect(response.detail as? String == "Not authenticated")
+        }
+    }
+
+    @Test func badExpiredRevokedOrDisabledTokensAreRefused() throws {
+        let fixture = try AppFixture()
+        let valid = try fixture.token()
+        let body = #"{"to": "bob@example.org", "subject": "s", "message": "m"}"#
+        #expect(try fixture.send(body, token: valid).status == 200)
+
+        let refused = [
+            "garbage",
+            try fixture.token(for: "nobody"),
+            try fixture.token(version: 7),
+            String(valid.dropLast(2)) + "AA",
+        ]
+        for token in refused {
+            let response = try fixture.send(body, token: token)
+            #expect(response.status == 401)
+            #expect(response.detail as? String == "Could not validate credentials")
+            #expect(response.header("WWW-Authenticate") == "Bearer")
+        }
+
+        fixture.clock.advance(600 + 31)
+        #expect(try fixture.send(body, token: valid).status == 401, "expired beyond the leeway")
+
+        let fresh = try fixture.token()
+        _ = try fixture.store.revokeTokens(for: "alice")
+        #expect(try fixture.send(body, token: fresh).status == 401, "revoked")
+        let afterRevoke = try fixture.token(version: 1)
+        #expect(try fixture.send(body, token: afterRevoke).status == 200)
+        try fixture.store.setDisabled(true, for: "alice")
+        #expect(try fixture.send(body, token: try fixture.token(version: 2)).status == 401, "disabled")
+    }
+
+    @Test(arguments: [
+        ("not json", "json_invalid"),
+        ("[1, 2]", "model_attributes_type"),
+        (#"{"to": "a@b.c", "subject": "s"}"#, "missing"),
+        (#"{"to": 5, "subject": "s", "message": "m"}"#, "string_type"),
+        (#"{"to": "a@b.c", "to": "c@d.e", "subject": "s", "message": "m"}"#, "json_invalid"),
+        (String(repeating: "[", count: 10_000), "json_invalid"),
+        ("", "json_invalid"),
+    ])
+    func badBodiesAre422WithValidationDetail(body: String, type: String) throws {
+        let fixture = try AppFixture()
+        let response = try fixture.send(body)
+        #expect(response.status == 422)
+        let problems = try #require(response.detail as? [[String: Any]])
+        #expect(problems.first?["type"] as? String == type)
+        #expect(fixture.transport.sent.isEmpty)
+    }
+
+    @Test func invalidUTF8IsRefusedNotReplaced() throws {
+        let fixture = try AppFixture()
+        var bytes = Array(#"{"to": "a@b.c", "subject": "x"#.utf8)
+        bytes += [0xC3, 0x28]
+        bytes += Array(#"", "message": "m"}"#.utf8)
+        let request = CGIRequest(params: ["REQUEST_METHOD": "POST", "DOCUMENT_URI": "/smtp/send-email",
+                                          "HTTP_AUTHORIZATION": "Bearer \(try fixture.token())"], body: .complete(bytes))
+        #expect(fixture.application.handle(request).status == 422)
+    }
+
+    @Test(arguments: [
+        #"{"to": "bob@example.org", "subject": "a\r\nBcc: x@y.z", "message": "m"}"#,
+        #"{"to": "bob@example.org", "subject": "a\nb", "message": "m"}"#,
+        #"{"to": "bob@example.org", "subject": "a\u0000b", "message": "m"}"#,
+        #"{"to": "bob@example.org\r\nBcc: x@y.z", "subject": "s", "message": "m"}"#,
+        #"{"to": "a@x.com, b@y.com", "subject": "s", "message": "m"}"#,
+        #"{"to": "not an address", "subject": "s", "message": "m"}"#,
+        #"{"to": "bob@example.org", "subject": "s", "message": "nul\u0000here"}"#,
+    ])
+    func unusableValuesAre400AndNothingIsSent(body: String) throws {
+        let fixture = try AppFixture()
+        let response = try fixture.send(body)
+        #expect(response.status == 400)
+        #expect(response.detail is String)
+        #expect(fixture.transport.sent.isEmpty)
+    }
+
+    @Test func userWithoutIntegrationIs400() throws {
+        let fixture = try AppFixture()
+        try fixture.store.removeIntegration(for: "alice")
+        let response = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
+        #expect(response.status == 400)
+        #expect(response.detail as? String == "No SMTP integration configured for this user")
+    }
+
+    @Test func integrationChangesApplyToTheNextRequest() throws {
+        let fixture = try AppFixture()
+        let body = #"{"to": "bob@example.org", "subject": "s", "message": "m"}"#
+        _ = try fixture.send(body)
+        try fixture.store.setIntegration(.init(host: "other.example.com", port: 465, security: "tls",
+                                               fromAddress: "noreply@example.com", updatedAt: Date()), for: "alice")
+        _ = try fixture.send(body)
+        let servers = fixture.transport.sent.map { $0.server }
+        #expect(servers.map(\.host) == ["smtp.example.com", "other.example.com"])
+        #expect(servers.last?.security == .tls && servers.last?.username == nil)
+        #expect(fixture.transport.sent.last?.envelope.sender == "noreply@example.com")
+    }
+
+    static let failures: [(SMTPError, Int)] = [
+        (SMTPError(.reply(SMTPReply(code: 550, enhancedStatus: "5.1.1", lines: ["User unknown"])), stage: .rcpt), 400),
+        (SMTPError(.reply(SMTPReply(code: 535, enhancedStatus: "5.7.8", lines: ["Bad credentials"])), stage: .auth), 502),
+        (SMTPError(.reply(SMTPReply(code: 554, lines: ["Rejected"])), stage: .message), 502),
+        (SMTPError(.reply(SMTPReply(code: 550, lines: ["No"])), stage: .mail), 502),
+        (SMTPError(.reply(SMTPReply(code: 451, lines: ["Try later"])), stage: .rcpt), 503),
+        (SMTPError(.reply(SMTPReply(code: 421, lines: ["Closing"])), stage: .greeting), 503),
+        (SMTPError(.connectionRefused, stage: .connect), 503),
+        (SMTPError(.connectionClosed, stage: .mail), 503),
+        (SMTPError(.connectionClosed, stage: .message), 502),
+        (SMTPError(.timeout, stage: .message), 504),
+        (SMTPError(.tls("certificate verify failed"), stage: .tls), 502),
+        (SMTPError(.starttlsUnavailable, stage: .starttls), 502),
+    ]
+
+    @Test(arguments: failures)
+    func smtpFailuresMapToStatuses(error: SMTPError, status: Int) throws {
+        let fixture = try AppFixture()
+        fixture.transport.fail(with: error)
+        let response = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
+        #expect(response.status == status)
+        #expect((response.detail as? String)?.hasPrefix("SMTP error: ") == true)
+        #expect((response.header("Retry-After") != nil) == (status == 503))
+        #expect(status != 200 && status != 401)
+    }
+}

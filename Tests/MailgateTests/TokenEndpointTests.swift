@@ -1,0 +1,120 @@
+import FastCGI
+import Foundation
+@testable import Mailgate
+import Testing
+import Tokens
+
+@Suite struct TokenEndpointTests {
+    func login(_ fixture: AppFixture, _ form: String) -> CGIResponse {
+        fixture.post("/token", body: form, contentType: "application/x-www-form-urlencoded")
+    }
+
+    @Test func passwordGrantIssuesAVerifiableToken() throws {
+        let fixture = try AppFixture()
+        let response = login(fixture, "grant_type=password&username=alice&password=correct+horse")
+        #expect(response.status == 200)
+        #expect(response.header("Cache-Control") == "no-store")
+        let body = try #require(response.json as? [String: Any])
+        #expect(body["token_type"] as? String == "bearer")
+        #expect(body["expires_in"] as? Int == 1800)
+        let claims = try fixture.signer.verify(try #require(body["access_token"] as? String), now: fixture.clock.now)
+        #expect(claims.subject == "alice")
+        #expect(claims.expiresAt == fixture.clock.now + 1800)
+    }
+
+    @Test func wrongPasswordUnknownUserAndDisabledUserLookTheSame() throws {
+        let fixture = try AppFixture()
+        try fixture.store.setDisabled(true, for: "alice")
+        for form in ["username=alice&password=nope", "username=zed&password=x", "username=alice&password=correct%20horse"] {
+            let response = login(fixture, form)
+            #expect(response.status == 401)
+            #expect(response.detail as? String == "Incorrect username or password")
+            #expect(response.header("WWW-Authenticate") == "Bearer")
+        }
+    }
+
+    @Test func fiveFailuresLockTheUsernameFor15Minutes() throws {
+        let fixture = try AppFixture()
+        for _ in 0..<5 { #expect(login(fixture, "username=alice&password=wrong").status == 401) }
+        let locked = login(fixture, "username=alice&password=correct+horse")
+        #expect(locked.status == 429)
+        let retryAfter = try #require(Int(locked.header("Retry-After") ?? ""))
+        #expect((1...900).contains(retryAfter))
+        fixture.clock.advance(901)
+        #expect(login(fixture, "username=alice&password=correct+horse").status == 200)
+    }
+
+    @Test(arguments: [
+        ("username=alice", "application/x-www-form-urlencoded"),
+        ("username=alice&password=x&grant_type=client_credentials", "application/x-www-form-urlencoded"),
+        ("username=alice&password=x&password=y", "application/x-www-form-urlencoded"),
+        ("username=alice&password=%zz", "application/x-www-form-urlencoded"),
+        (#"{"username": "alice", "password": "correct horse"}"#, "application/json"),
+    ])
+    func malformedFormsAre422(form: String, contentType: String) throws {
+        let fixture = try AppFixture()
+        let response = fixture.post("/token", body: form, contentType: contentType)
+        #expect(response.status == 422)
+        #expect(response.detail is [Any])
+    }
+}
+
+@Suite struct RoutingTests {
+    @Test func unknownPathsAre404AndOtherMethods405() throws {
+        let fixture = try AppFixture()
+        #expect(fixture.post("/nope", body: "").status == 404)
+        #expect(fixture.post("/smtp/send-email/", body: "").status == 404)
+        let get = fixture.post("/smtp/send-email", body: "", method: "GET")
+        #expect(get.status == 405)
+        #expect(get.header("Allow") == "POST")
+        #expect(fixture.post("/token", body: "", method: "PUT").status == 405)
+    }
+
+    @Test func basePathIsStrippedAndRequired() throws {
+        let fixture = try AppFixture { $0.basePath = "/api" }
+        #expect(fixture.post("/api/token", body: "username=alice&password=correct+horse",
+                             contentType: "application/x-www-form-urlencoded").status == 200)
+        #expect(fixture.post("/token", body: "", contentType: "application/x-www-form-urlencoded").status == 404)
+    }
+
+    @Test func pathFallsBackToScriptNameAndPathInfo() {
+        let request = CGIRequest(params: ["SCRIPT_NAME": "/cgi-bin/mailgate", "PATH_INFO": "/token"], body: .complete([]))
+        #expect(Application.path(of: request, basePath: "/cgi-bin/mailgate") == "/token")
+        let uri = CGIRequest(params: ["REQUEST_URI": "/token?x=1"], body: .complete([]))
+        #expect(Application.path(of: uri, basePath: "") == "/token")
+    }
+
+    @Test(arguments: [
+        (CGIRequestBody.tooLarge(declared: 5_000_000, limit: 1 << 20), 413),
+        (CGIRequestBody.invalidLength("-1"), 400),
+        (CGIRequestBody.incomplete(declared: 100, received: 10), 400),
+    ])
+    func bodyProblemsGetTheirStatus(body: CGIRequestBody, status: Int) throws {
+        let fixture = try AppFixture()
+        for path in ["/token", "/smtp/send-email"] {
+            let request = CGIRequest(params: ["REQUEST_METHOD": "POST", "DOCUMENT_URI": path,
+                                              "CONTENT_TYPE": "application/x-www-form-urlencoded",
+                                              "HTTP_AUTHORIZATION": "Bearer \(try fixture.token())"], body: body)
+            let response = fixture.application.handle(request)
+            #expect(response.status == status)
+            #expect(response.detail is String)
+        }
+    }
+}
+
+@Suite struct JSONParserTests {
+    @Test func parsesObjectsStringsAndEscapes() throws {
+        let value = try JSONParser.parse(Array(#" {"a": "x\u00e9\ud83d\ude00\n", "b": [1, -2.5e3, true, null]} "#.utf8))
+        #expect(value == .object([("a", .string("xé😀\n")), ("b", .array([.number("1"), .number("-2.5e3"), .bool(true), .null]))]))
+    }
+
+    @Test(arguments: [#"{"a":1,"a":2}"#, #"{"a":"\ud800"}"#, "{\"a\":\"\u{01}\"}", "01", "1.", "[1,]", #"{"a" 1}"#, "tru", #""\x""#])
+    func refusesInvalidJSON(text: String) {
+        #expect(throws: JSONError.self) { try JSONParser.parse(Array(text.utf8)) }
+    }
+
+    @Test func writerEscapesControlCharacters() {
+        let out = JSONWriter.encode(.object([("d", .string("a\"b\\c\n\u{01}"))]))
+        #expect(String(decoding: out, as: UTF8.self) == #"{"d": "a\"b\\c\n\u0001"}"#)
+    }
+}
