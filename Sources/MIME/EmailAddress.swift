@@ -90,6 +90,7 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
         var escaped = false
         var openAngle: Int?
         var closeAngle: Int?
+        var strayClose = false
         var i = input.startIndex
         while i < input.endIndex {
             let c = input[i]
@@ -108,15 +109,23 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
                     openAngle = i
                 case UInt8(ascii: ">"):
                     if closeAngle != nil { throw .multipleAddresses }
-                    guard openAngle != nil else {
-                        throw .invalidDisplayName("'>' without a matching '<'")
+                    if openAngle == nil {
+                        strayClose = true
+                    } else {
+                        closeAngle = i
                     }
-                    closeAngle = i
                 default:
                     break
                 }
             }
             i += 1
+        }
+        if strayClose {
+            // Before a '<' it is part of a display name; with no '<' at all
+            // the whole input was meant as a bare address.
+            throw openAngle == nil
+                ? .invalidSyntax("'>' without a matching '<'")
+                : .invalidDisplayName("'>' without a matching '<'")
         }
         if inQuotes {
             // With angle brackets anywhere, the stray quote is in what was

@@ -187,7 +187,8 @@ public struct MailMessage: Sendable {
         var column = field.utf8CodeUnitCount
         let local = mailbox.address.localPart.utf8
         let domain = mailbox.address.domain.utf8
-        guard let name = mailbox.displayName, !name.isEmpty else {
+        // A name of nothing but spaces carries no information: omit it.
+        guard let name = mailbox.displayName, name.utf8.contains(where: { $0 != asciiSP }) else {
             out.append(contentsOf: local)
             out.append(UInt8(ascii: "@"))
             out.append(contentsOf: domain)

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import MIME
 
@@ -82,6 +83,7 @@ struct ValidAddress: Sendable, CustomTestStringConvertible {
         ("\"Name\" extra <a@x.com>", .invalidDisplayName("text after the closing '\"'")),
         ("Name > <a@x.com>", .invalidDisplayName("'>' without a matching '<'")),
         ("Group: <a@x.com>", .invalidDisplayName("group syntax is not supported")),
+        ("a@x.com>", .invalidSyntax("'>' without a matching '<'")),
     ]
 
     @Test(arguments: invalid)
@@ -132,5 +134,33 @@ struct ValidAddress: Sendable, CustomTestStringConvertible {
         let descriptions = Set(errors.map(\.description))
         #expect(descriptions.count == errors.count)
         #expect(!descriptions.contains(""))
+    }
+}
+
+@Suite struct AddressFuzzTests {
+    /// Random strings over an alphabet rich in structural characters: the
+    /// parser must never trap, and anything it accepts must re-parse to the
+    /// same address and render without line breaks in its header.
+    @Test func randomInputsAreHandledSafely() throws {
+        let alphabet: [Character] = Array("ab.@<>\",;: \\[]()-+1é\r\n\t\u{0}xyz")
+        var rng = SystemRandomNumberGenerator()
+        var accepted = 0
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 0...24, using: &rng)
+            let text = String((0..<length).map { _ in alphabet.randomElement(using: &rng) ?? "a" })
+            guard let box = try? EmailAddress.parse(text) else { continue }
+            accepted += 1
+            let forbidden: Set<Character> = ["\r", "\n", "\r\n", "\u{0}", "\t"]
+            #expect(!text.contains(where: forbidden.contains))
+            let again = try EmailAddress.parse(box.address.description)
+            #expect(again.address == box.address, "\(text)")
+            let msg = MailMessage(from: box, to: box, subject: "s", body: "b", date: Date(),
+                                  messageID: "x@example.com")
+            let rendered = Rendered(try msg.render())
+            #expect(!rendered.bareBreak)
+            let to = rendered.field("To") ?? ""
+            #expect(to.hasSuffix(" " + box.address.description) || to.hasSuffix("<\(box.address.description)>"))
+        }
+        #expect(accepted > 0)
     }
 }

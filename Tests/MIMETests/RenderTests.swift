@@ -151,6 +151,13 @@ import Testing
         #expect(value == " \(rendered) <j@example.org>")
     }
 
+    @Test(arguments: [nil, "", "   "])
+    func absentDisplayNameRendersBareAddress(_ name: String?) throws {
+        var msg = try message()
+        msg.to = Mailbox(displayName: name, address: try EmailAddress(localPart: "j", domain: "example.org"))
+        #expect(Rendered(try msg.render()).field("To") == " j@example.org")
+    }
+
     @Test func nonASCIIDisplayNameIsEncoded() throws {
         var msg = try message()
         msg.to = Mailbox(displayName: "Zoë Ünïcode 🎉", address: try EmailAddress(localPart: "z", domain: "example.org"))
