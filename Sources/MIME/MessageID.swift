@@ -9,9 +9,10 @@ import Foundation
 public enum MessageID {
     /// "<32 hex digits of randomness>.<ms since epoch, hex>@domain", without
     /// angle brackets. 128 random bits make collisions negligible on their
-    /// own; the timestamp helps when reading logs. A `domain` that is not a
-    /// valid ASCII host name (or is empty) is replaced by "localhost", so the
-    /// result is always a valid msg-id and `render()` never refuses it.
+    /// own; the timestamp helps when reading logs. A `domain` that is neither
+    /// an ASCII host name nor an address literal (or is empty) is replaced by
+    /// "localhost", so the result is always a valid msg-id and `render()`
+    /// never refuses it.
     public static func generate(domain: String) -> String {
         var rng = SystemRandomNumberGenerator()
         let high: UInt64 = rng.next()
@@ -33,8 +34,9 @@ public enum MessageID {
         return String(decoding: out, as: UTF8.self)
     }
 
+    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
+
     private static func appendHex(_ value: UInt64, width: Int, to out: inout [UInt8]) {
-        let digits = Array("0123456789abcdef".utf8)
         var shift = width > 0 ? (width - 1) * 4 : max(0, (63 - value.leadingZeroBitCount) / 4 * 4)
         while shift >= 0 {
             out.append(digits[Int(value >> UInt64(shift) & 0xF)])
@@ -42,8 +44,20 @@ public enum MessageID {
         }
     }
 
-    private static func isUsableDomain(_ domain: String) -> Bool {
+    /// A host name (dot-atom of letters, digits, hyphens) or an address
+    /// literal such as "[192.0.2.1]" (RFC 5322 no-fold-literal: dtext only),
+    /// which is what `EmailAddress.domain` holds for literal addresses.
+    static func isUsableDomain(_ domain: String) -> Bool {
         guard !domain.isEmpty, domain.utf8.count <= 253 else { return false }
+        if domain.utf8.first == UInt8(ascii: "[") {
+            let inner = domain.utf8.dropFirst()
+            guard inner.last == UInt8(ascii: "]") else { return false }
+            let dtext = inner.dropLast()
+            return !dtext.isEmpty && dtext.allSatisfy { c in
+                c >= 33 && c <= 126 && c != UInt8(ascii: "[") && c != UInt8(ascii: "]")
+                    && c != UInt8(ascii: "\\")
+            }
+        }
         var labelLength = 0
         var previous: UInt8 = UInt8(ascii: ".")
         for c in domain.utf8 {

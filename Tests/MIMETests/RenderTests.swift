@@ -265,7 +265,15 @@ import Testing
         _ = try message(messageID: MessageID.generate(domain: "example.com")).render()
     }
 
-    @Test(arguments: ["", "bad domain", "evil\r\nBcc: x", "-x.com", "ex..com", "ünï.com"])
+    @Test(arguments: ["[192.0.2.1]", "[IPv6:2001:db8::1]", "localhost", "a-b.example"])
+    func generatedMessageIDKeepsUsableDomains(_ domain: String) throws {
+        let id = MessageID.generate(domain: domain)
+        #expect(id.hasSuffix("@" + domain))
+        let rendered = Rendered(try message(messageID: id).render())
+        #expect(rendered.field("Message-ID") == " <\(id)>")
+    }
+
+    @Test(arguments: ["", "[]", "[a b]", "[x", "bad domain", "evil\r\nBcc: x", "-x.com", "ex..com", "ünï.com"])
     func generatedMessageIDFallsBackForUnusableDomain(_ domain: String) throws {
         let id = MessageID.generate(domain: domain)
         #expect(id.hasSuffix("@localhost"))
