@@ -91,8 +91,9 @@ public final class Application: Sendable {
 
     private func log(method: String, path: String?, status: Int, outcome: Outcome, started: ContinuousClock.Instant) {
         let elapsed = ContinuousClock.now - started
-        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-        var line = "\(method) \(path ?? "-") \(status) user=\(outcome.user ?? "-") duration_ms=\(String(format: "%.1f", milliseconds))"
+        // Tenths of a millisecond, formatted without Foundation's printf.
+        let tenths = elapsed.components.seconds * 10_000 + elapsed.components.attoseconds / 100_000_000_000_000
+        var line = "\(method) \(path ?? "-") \(status) user=\(outcome.user ?? "-") duration_ms=\(tenths / 10).\(tenths % 10)"
         if let smtp = outcome.smtp { line += " smtp=\"\(smtp)\"" }
         if let messageID = outcome.messageID { line += " message_id=<\(messageID)>" }
         logger.info("\(line)")
