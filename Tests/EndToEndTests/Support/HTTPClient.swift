@@ -1,0 +1,144 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A parsed HTTP/1.1 response.
+struct HTTPResponse: Sendable, CustomStringConvertible {
+    var status: Int
+    var headers: [(name: String, value: String)]
+    var body: [UInt8]
+
+    func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+
+    var text: String { String(decoding: body, as: UTF8.self) }
+
+    /// The body as a JSON object, or nil when it is not one.
+    var json: [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
+    }
+
+    /// `detail` when it is a string.
+    var detail: String? { json?["detail"] as? String }
+
+    /// `detail` when it is FastAPI's validation list.
+    var detailList: [[String: Any]]? { json?["detail"] as? [[String: Any]] }
+
+    var isJSON: Bool { (header("Content-Type") ?? "").hasPrefix("application/json") && json != nil }
+
+    var description: String {
+        "HTTP \(status) \(headers.map { "\($0.name): \($0.value)" }.joined(separator: "; ")) body=\(text.prefix(600))"
+    }
+}
+
+/// A minimal HTTP/1.1 client over a raw socket: sends exactly the bytes it
+/// is given (so tests can lie about Content-Length), reads to EOF.
+enum HTTP {
+    /// Builds a request. `contentLength: nil` computes it; pass a string to
+    /// send any value, or `omitContentLength` to send none.
+    static func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
+                        contentLength: String? = nil, omitContentLength: Bool = false) -> [UInt8] {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        if !omitContentLength && (method != "GET" || !body.isEmpty || contentLength != nil) {
+            head += "Content-Length: \(contentLength ?? String(body.count))\r\n"
+        }
+        head += "\r\n"
+        return Array(head.utf8) + body
+    }
+
+    /// Sends `raw` to 127.0.0.1:port and reads the answer until the server
+    /// closes (or `timeout` seconds pass: a harness error, not a hang).
+    static func exchange(port: Int, _ raw: [UInt8], halfClose: Bool = false, timeout: Double = 40) throws -> HTTPResponse {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket failed") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw HarnessError("connect to port \(port) failed: \(String(cString: strerror(errno)))") }
+        let deadline = Date().addingTimeInterval(timeout)
+
+        var sent = 0
+        var received: [UInt8] = []
+        var writeClosed = false
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        // Write and read interleaved: the server may answer (413) before
+        // taking the whole body.
+        while true {
+            let remaining = deadline.timeIntervalSinceNow
+            guard remaining > 0 else {
+                throw HarnessError("no complete response from port \(port) within \(timeout) s (got \(received.count) bytes: \(String(decoding: received.prefix(300), as: UTF8.self)))")
+            }
+            if sent == raw.count && halfClose && !writeClosed {
+                shutdown(fd, Int32(SHUT_WR))
+                writeClosed = true
+            }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN) | (sent < raw.count ? Int16(POLLOUT) : 0), revents: 0)
+            let ready = poll(&pfd, 1, Int32(min(remaining, 1) * 1000))
+            if ready < 0 { if errno == EINTR { continue }; throw HarnessError("poll failed") }
+            if ready == 0 { continue }
+            if pfd.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n > 0 { received.append(contentsOf: buffer[0..<n]); continue }
+                if n == 0 { break }
+                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == ECONNRESET && !received.isEmpty { break }
+                throw HarnessError("recv failed: \(String(cString: strerror(errno))) after \(received.count) bytes")
+            }
+            if pfd.revents & Int16(POLLOUT) != 0 && sent < raw.count {
+                let n = raw.withUnsafeBytes { send(fd, $0.baseAddress! + sent, min($0.count - sent, 65536), Int32(MSG_NOSIGNAL)) }
+                if n > 0 { sent += n } else if errno != EINTR && errno != EAGAIN {
+                    sent = raw.count  // the server stopped reading (e.g. after 413): read its answer
+                }
+            }
+        }
+        return try parse(received)
+    }
+
+    static func parse(_ bytes: [UInt8]) throws -> HTTPResponse {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        guard let end = bytes.firstRange(of: separator) else {
+            throw HarnessError("no header end in response: \(String(decoding: bytes.prefix(300), as: UTF8.self))")
+        }
+        let headText = String(decoding: bytes[..<end.lowerBound], as: UTF8.self)
+        var lines = headText.components(separatedBy: "\r\n")
+        let statusLine = lines.removeFirst()
+        let parts = statusLine.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, let status = Int(parts[1]) else { throw HarnessError("bad status line \(statusLine)") }
+        var headers: [(name: String, value: String)] = []
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        var body = Array(bytes[end.upperBound...])
+        if headers.contains(where: { $0.name.lowercased() == "transfer-encoding" && $0.value.lowercased().contains("chunked") }) {
+            body = try dechunk(body)
+        }
+        return HTTPResponse(status: status, headers: headers, body: body)
+    }
+
+    private static func dechunk(_ bytes: [UInt8]) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var index = 0
+        while index < bytes.count {
+            guard let lineEnd = bytes[index...].firstRange(of: [13, 10]) else { throw HarnessError("bad chunk") }
+            let sizeText = String(decoding: bytes[index..<lineEnd.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
+            guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else { throw HarnessError("bad chunk size") }
+            if size == 0 { break }
+            let start = lineEnd.upperBound
+            guard start + size <= bytes.count else { throw HarnessError("short chunk") }
+            out.append(contentsOf: bytes[start..<start + size])
+            index = start + size + 2
+        }
+        return out
+    }
+}
