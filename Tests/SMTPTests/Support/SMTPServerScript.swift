@@ -87,7 +87,9 @@ def main():
         ok = (isinstance(auth_data, LoginPassword)
               and auth_data.login == (args.user or "").encode()
               and auth_data.password == (args.password or "").encode())
-        return AuthResult(success=ok)
+        # handled=False: let aiosmtpd send its 535 (the default, True,
+        # means "I replied myself" and leaves the client waiting).
+        return AuthResult(success=ok, handled=False)
 
     handler = Recorder(args.dir, args.pipelining, args.reject_rcpt)
 

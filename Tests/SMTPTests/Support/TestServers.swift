@@ -27,6 +27,18 @@ struct TempDir {
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// Ends a child: waits `grace` for it to exit by itself, then SIGKILL.
+///
+/// Not SIGTERM: children started by Foundation's Process here inherit the
+/// test thread's signal mask, in which SIGTERM is blocked, so terminate()
+/// is silently ignored and waitUntilExit() would hang the whole test run.
+func reap(_ process: Process, grace: Duration = .seconds(2)) {
+    let end = ContinuousClock.now + grace
+    while process.isRunning && ContinuousClock.now < end { usleep(10_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+}
+
 /// Runs a program to completion and fails when it exits non-zero.
 func run(_ executable: String, _ arguments: [String]) throws {
     let p = Process()
@@ -47,13 +59,17 @@ struct TestCertificate: Sendable {
     let certPath: String
     let keyPath: String
 
-    static let shared: Result<TestCertificate, HarnessError> = {
+    static let shared = make(commonName: "localhost", subjectAltName: "DNS:localhost,IP:127.0.0.1")
+    /// Valid, but for another name: for host name verification.
+    static let otherName = make(commonName: "other.example", subjectAltName: "DNS:other.example")
+
+    private static func make(commonName: String, subjectAltName: String) -> Result<TestCertificate, HarnessError> {
         do {
             let dir = try TempDir()  // kept for the whole test run; it is tiny
             let cert = dir.file("cert.pem"), key = dir.file("key.pem")
             try run("/usr/bin/openssl", [
                 "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-subj", "/CN=\(commonName)", "-addext", "subjectAltName=\(subjectAltName)",
                 "-keyout", key, "-out", cert,
             ])
             return .success(TestCertificate(certPath: cert, keyPath: key))
@@ -62,7 +78,7 @@ struct TestCertificate: Sendable {
         } catch {
             return .failure(HarnessError("\(error)"))
         }
-    }()
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (for servers that
@@ -203,8 +219,7 @@ final class AiosmtpdServer {
         let line = String(decoding: output, as: UTF8.self)
         guard line.hasPrefix("PORT "), let p = Int(line.dropFirst(5).prefix { $0.isNumber }) else {
             let log = (try? String(contentsOfFile: dir.file("stderr.log"), encoding: .utf8)) ?? ""
-            process.terminate()
-            process.waitUntilExit()
+            reap(process, grace: .zero)
             dir.remove()
             throw HarnessError("aiosmtpd test server did not start: \(line) \(log)")
         }
@@ -216,9 +231,8 @@ final class AiosmtpdServer {
     func stop() {
         guard !stopped else { return }
         stopped = true
-        try? stdinPipe.fileHandleForWriting.close()
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        try? stdinPipe.fileHandleForWriting.close()  // asks the server to exit
+        reap(process)
         dir.remove()
     }
 
@@ -286,8 +300,7 @@ final class SMTPSink {
     func stop() {
         guard !stopped else { return }
         stopped = true
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        reap(process, grace: .zero)
         dir.remove()
     }
 
