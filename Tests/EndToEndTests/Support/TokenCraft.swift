@@ -1,0 +1,73 @@
+import Foundation
+import Tokens
+
+/// Hand-made JWTs: any header, any payload, any key, any encoding mistake.
+enum TokenCraft {
+    static let hs256Header = #"{"alg":"HS256","typ":"JWT"}"#
+
+    static func encode(_ text: String) -> String { Base64URL.encode(Array(text.utf8)) }
+
+    static func mac(_ signingInput: String, key: [UInt8]) throws -> String {
+        Base64URL.encode(try Crypto.hmacSHA256(key: key, message: Array(signingInput.utf8)))
+    }
+
+    /// `header.payload.HMAC-SHA256(key, header.payload)`, segments base64url.
+    static func make(header: String = hs256Header, payload: String, key: [UInt8]) throws -> String {
+        let input = encode(header) + "." + encode(payload)
+        return input + "." + (try mac(input, key: key))
+    }
+
+    /// Signs already-encoded segments exactly as given.
+    static func sign(encodedHeader: String, encodedPayload: String, key: [UInt8]) throws -> String {
+        let input = encodedHeader + "." + encodedPayload
+        return input + "." + (try mac(input, key: key))
+    }
+
+    static var now: Int64 { Int64(Date().timeIntervalSince1970) }
+
+    /// A payload with the usual claims; `nil` leaves a claim out.
+    static func claims(sub: String?, exp: String? = String(now + 600), iat: String? = String(now),
+                       ver: String? = "0", extra: String = "") -> String {
+        var members: [String] = []
+        if let sub { members.append("\"sub\":\"\(sub)\"") }
+        if let iat { members.append("\"iat\":\(iat)") }
+        if let exp { members.append("\"exp\":\(exp)") }
+        if let ver { members.append("\"ver\":\(ver)") }
+        if !extra.isEmpty { members.append(extra) }
+        return "{" + members.joined(separator: ",") + "}"
+    }
+}
+
+/// PyJWT (Debian python3-jwt), a library nobody here wrote.
+enum PyJWT {
+    /// `jwt.encode(payload, key, algorithm)`; `keySource` is a Python
+    /// expression for the key (default: the bytes of token.key).
+    static func encode(payloadJSON: String, algorithm: String = "HS256", keySource: String? = nil,
+                       headersJSON: String = "null") async throws -> String {
+        let env = try await E2E.get()
+        let script = """
+            import json, sys, jwt
+            key = open(sys.argv[1], "rb").read()
+            payload = json.loads(sys.argv[2])
+            headers = json.loads(sys.argv[4])
+            k = \(keySource ?? "key")
+            print(jwt.encode(payload, k, algorithm=sys.argv[3], headers=headers))
+            """
+        return try await python(script, [env.dataDir + "/token.key", payloadJSON, algorithm, headersJSON])
+    }
+
+    /// `jwt.decode(token, key, algorithms=["HS256"])` as JSON, or throws.
+    static func decode(_ token: String) async throws -> [String: Any] {
+        let env = try await E2E.get()
+        let script = """
+            import json, sys, jwt
+            key = open(sys.argv[1], "rb").read()
+            print(json.dumps(jwt.decode(sys.argv[2], key, algorithms=["HS256"], options={"require": ["exp", "sub"]})))
+            """
+        let out = try await python(script, [env.dataDir + "/token.key", token])
+        guard let object = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any] else {
+            throw HarnessError("PyJWT decode printed \(out)")
+        }
+        return object
+    }
+}
