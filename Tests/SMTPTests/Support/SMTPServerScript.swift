@@ -27,8 +27,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Recorder:
-    def __init__(self, directory, pipelining, reject_rcpt):
+    def __init__(self, directory, pipelining, reject_rcpt, hang_up_on_message):
         self.directory = directory
+        self.hang_up_on_message = hang_up_on_message
         self.count = 0
         self.pipelining = pipelining
         self.reject_rcpt = reject_rcpt
@@ -61,6 +62,10 @@ class Recorder:
         # Rename last, so a reader never sees a half-written message.
         os.rename(base + ".eml.tmp", base + ".eml")
         os.rename(base + ".json.tmp", base + ".json")
+        if self.count == self.hang_up_on_message:
+            # The message is stored but the client never hears so: the case
+            # in which a client must not send it again.
+            server.transport.close()
         return "250 2.0.0 Ok: queued as %d" % self.count
 
 
@@ -76,6 +81,7 @@ def main():
     p.add_argument("--pipelining", action="store_true")
     p.add_argument("--implicit-tls", action="store_true")
     p.add_argument("--reject-rcpt")
+    p.add_argument("--hang-up-on-message", type=int, default=0)
     args = p.parse_args()
 
     tls_context = None
@@ -91,7 +97,7 @@ def main():
         # means "I replied myself" and leaves the client waiting).
         return AuthResult(success=ok, handled=False)
 
-    handler = Recorder(args.dir, args.pipelining, args.reject_rcpt)
+    handler = Recorder(args.dir, args.pipelining, args.reject_rcpt, args.hang_up_on_message)
 
     def factory():
         kwargs = dict(hostname="test.invalid", timeout=args.idle_timeout,

@@ -173,6 +173,8 @@ final class AiosmtpdServer {
         var idleTimeout: Double?
         var pipelining = false
         var rejectRecipientsContaining: String?
+        /// Store the n-th message, then hang up instead of answering.
+        var hangUpOnMessage: Int?
     }
 
     let port: Int
@@ -194,6 +196,7 @@ final class AiosmtpdServer {
         if let t = options.idleTimeout { args += ["--idle-timeout", String(t)] }
         if options.pipelining { args.append("--pipelining") }
         if let r = options.rejectRecipientsContaining { args += ["--reject-rcpt", r] }
+        if let n = options.hangUpOnMessage { args += ["--hang-up-on-message", String(n)] }
 
         process = Process()
         // Debian's interpreter: the python3 on PATH cannot see python3-aiosmtpd.
