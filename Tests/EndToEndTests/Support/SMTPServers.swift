@@ -89,6 +89,14 @@ final class CaptureServer: Sendable {
         }
     }
 
+    /// Waits for the message whose Message-ID the 200 response reported.
+    func waitForMessage(sentWith response: HTTPResponse, timeout: Double = 10) async throws -> CapturedMessage {
+        guard let id = response.json?["message_id"] as? String else {
+            throw HarnessError("response has no message_id: \(response)")
+        }
+        return try await waitForMessage(containing: id, timeout: timeout)
+    }
+
     func stop() { child.stop() }
 }
 

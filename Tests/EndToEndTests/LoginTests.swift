@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+/// Issue 4, `/token`: per-username lockout in the database and the shipped
+/// nginx per-client rate limit.
+@Suite("Login throttling and /token validation")
+struct LoginTests {
+    @Test func fiveFailuresLockTheUserEvenWithTheRightPasswordAndSurviveARestart() async throws {
+        let env = try await E2E.get()
+        let user = try await env.makeMailUser("lockout")
+        // Concurrently: the failures land on different worker threads and
+        // must all count (the state lives in the shared database).
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<5 {
+                group.addTask { try await env.login(user.name, "wrong-\(i)").status }
+            }
+            for try await status in group { #expect(status == 401) }
+        }
+        let locked = try await env.login(user.name, user.password)
+        #expect(locked.status == 429, "\(locked)")
+        let retryAfter = try #require(locked.header("Retry-After").flatMap { Int($0) }, "\(locked)")
+        #expect(retryAfter > 0 && retryAfter <= 15 * 60)
+        #expect(locked.isJSON && locked.detail != nil, "\(locked)")
+        #expect(locked.json?["access_token"] == nil)
+
+        // A fresh process (plain CGI mode, same database) still refuses.
+        let body = Array("username=\(formEncode(user.name))&password=\(formEncode(user.password))".utf8)
+        let (fresh, run) = try await env.cgi(uri: "/token", params: [
+            "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": String(body.count),
+        ], stdin: body)
+        #expect(run.ok)
+        #expect(fresh.status == 429, "\(fresh)")
+        #expect(fresh.header("Retry-After") != nil)
+
+        // Tokens issued before still work: the lockout is about logins only.
+        let token = try await env.token(user.name)
+        let send = try await env.send(token: token, to: "r@example.org", subject: uniqueMarker("lock"), message: "m")
+        #expect(send.status == 200, "\(send)")
+    }
+
+    @Test func lockoutIsPerUsername() async throws {
+        let env = try await E2E.get()
+        let locked = try await env.makeUser("lockA")
+        let other = try await env.makeUser("lockB")
+        for i in 0..<5 { #expect(try await env.login(locked.name, "bad\(i)").status == 401) }
+        #expect(try await env.login(locked.name, locked.password).status == 429)
+        let fine = try await env.login(other.name, other.password)
+        #expect(fine.status == 200, "\(fine)")
+    }
+
+    @Test func unknownUsernamesAreThrottledToo() async throws {
+        let env = try await E2E.get()
+        let name = "ghost-\(Counter.shared.next())"
+        for i in 0..<5 {
+            let response = try await env.login(name, "x\(i)")
+            #expect(response.status == 401, "\(response)")
+            #expect(response.detail == "Incorrect username or password")
+        }
+        #expect(try await env.login(name, "x").status == 429)
+    }
+
+    @Test func tokenRequestValidationIs422() async throws {
+        let env = try await E2E.get()
+        func post(_ body: String, contentType: String = "application/x-www-form-urlencoded") async throws -> HTTPResponse {
+            try await env.http(HTTP.request("POST", "/token", headers: [("Content-Type", contentType)], body: Array(body.utf8)))
+        }
+        for (body, type) in [("username=a", "application/x-www-form-urlencoded"),
+                             ("password=a", "application/x-www-form-urlencoded"),
+                             ("", "application/x-www-form-urlencoded"),
+                             (#"{"username":"a","password":"b"}"#, "application/json"),
+                             ("username=a&password=b&grant_type=client_credentials", "application/x-www-form-urlencoded"),
+                             ("username=a&password=%zz", "application/x-www-form-urlencoded"),
+                             ("username=a&username=b&password=c", "application/x-www-form-urlencoded")] {
+            let response = try await post(body, contentType: type)
+            #expect(response.status == 422, "\(body): \(response)")
+            #expect(response.detailList?.isEmpty == false, "detail must be FastAPI's list: \(response)")
+        }
+    }
+
+    @Test func shippedNginxConfigLimitsTokenPerClient() async throws {
+        // The shipped files say so...
+        let location = try String(contentsOfFile: E2E.repoRoot + "/nginx/mailgate.conf", encoding: .utf8)
+        let http = try String(contentsOfFile: E2E.repoRoot + "/nginx/mailgate-http.conf", encoding: .utf8)
+        let tokenBlock = try #require(location.range(of: "location = /token").map { location[$0.lowerBound...] })
+        let tokenLocation = tokenBlock.prefix { $0 != "}" }
+        #expect(tokenLocation.contains("limit_req zone=mailgate_token burst=5 nodelay;"))
+        #expect(tokenLocation.contains("limit_req_status 429;"))
+        #expect(http.contains("limit_req_zone $binary_remote_addr zone=mailgate_token:1m rate=10r/m;"))
+
+        // ...and an nginx with that rate (10r/m) and the shipped location
+        // lets the first request plus a burst of 5 through, then answers 429.
+        let env = try await E2E.get()
+        let aux = try await env.aux()
+        var statuses: [Int] = []
+        for _ in 0..<9 {
+            statuses.append(try await env.http(HTTP.request("GET", "/token"), port: aux.port).status)
+        }
+        #expect(statuses.prefix(6).allSatisfy { $0 == 405 }, "\(statuses)")
+        #expect(statuses.suffix(2).allSatisfy { $0 == 429 }, "\(statuses)")
+        // Other locations are not limited.
+        let send = try await env.http(HTTP.request("GET", "/smtp/send-email"), port: aux.port)
+        #expect(send.status == 405)
+    }
+}
