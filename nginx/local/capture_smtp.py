@@ -41,7 +41,9 @@ class Capture:
                 json.dump({
                     "mail_from": envelope.mail_from,
                     "rcpt_tos": envelope.rcpt_tos,
-                    "tls": session.ssl is not None,
+                    # session.ssl is only set after STARTTLS; with implicit
+                    # TLS the transport itself carries the SSL object.
+                    "tls": session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
                     "auth": session.authenticated,
                     "login": (session.mailgate_login.login.decode() if isinstance(getattr(session, "mailgate_login", None), LoginPassword) else None),
                 }, f)
@@ -93,8 +95,10 @@ def main():
     if args.auth_user:
         with open(args.auth_password_file) as f:
             password = f.read().strip()
+        # aiosmtpd only knows about TLS negotiated by STARTTLS: with implicit
+        # TLS the whole connection is encrypted, so AUTH must not wait for it.
         kwargs.update(authenticator=Authenticator(args.auth_user, password), auth_required=True,
-                      auth_require_tls=bool(args.starttls or args.implicit_tls))
+                      auth_require_tls=bool(args.starttls))
     if args.starttls:
         kwargs.update(tls_context=context, require_starttls=True)
     controller = Controller(
