@@ -58,6 +58,11 @@ public final class SMTPConnection {
     /// as configured, and logs in when a username is configured.
     public static func open(_ config: SMTPServerConfig, deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPConnection {
         let server = config.endpoint
+        // The HELO name is written into a command line as is: a CR/LF in it
+        // would inject commands.
+        if let problem = SMTPWire.heloNameProblem(config.heloName) {
+            throw SMTPError(.protocolViolation(problem), stage: .ehlo, server: server)
+        }
         // Build the TLS context first: a bad CA file is a configuration
         // error, reported without touching the network.
         let tls: TLSContext? = config.security == .none
@@ -125,6 +130,11 @@ public final class SMTPConnection {
         guard let offered = extensions["AUTH"] else {
             throw error(.authUnavailable("the server does not offer AUTH"), .auth)
         }
+        // NUL separates the fields of a PLAIN response: one inside a field
+        // would change who we log in as. (The values are not quoted here.)
+        if username.utf8.contains(0) || password.utf8.contains(0) {
+            throw error(.protocolViolation("username or password contains a NUL character"), .auth)
+        }
         let mechanisms = Set(offered.map { $0.uppercased() })
         if mechanisms.contains("PLAIN") {
             // The command carries the password (base64 is not encryption):
@@ -191,6 +201,12 @@ public final class SMTPConnection {
         }
         guard !isBroken else { throw error(.connectionClosed, resetFirst ? .rset : .mail) }
 
+        // Long lines must have been encoded by whoever built the message;
+        // servers truncate, wrap or refuse them, so never send one raw.
+        let longest = SMTPWire.longestLineLength(message)
+        guard longest <= SMTPWire.maxLineLength else {
+            throw error(.protocolViolation("message has a line of \(longest) octets; the limit is \(SMTPWire.maxLineLength) (RFC 5321)"), .data)
+        }
         let payload = SMTPWire.dataPayload(message)
         var mailParams = ""
         if let size = extensions["SIZE"] {

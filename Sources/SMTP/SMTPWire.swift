@@ -58,6 +58,35 @@ public enum SMTPWire {
         return out
     }
 
+    /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+    public static let maxLineLength = 998
+
+    /// The length in octets of the longest line of `message`, with line ends
+    /// counted as `dataPayload` does (CR, LF and CRLF all end a line).
+    public static func longestLineLength(_ message: [UInt8]) -> Int {
+        var longest = 0
+        var current = 0
+        for b in message {
+            if b == cr || b == lf {
+                longest = max(longest, current)
+                current = 0
+            } else {
+                current += 1
+            }
+        }
+        return max(longest, current)
+    }
+
+    /// Why `name` cannot be the EHLO/HELO argument, or nil when it can: it
+    /// goes on the command line verbatim, so no spaces or control characters.
+    public static func heloNameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "HELO name is empty" }
+        for scalar in name.unicodeScalars where scalar.value <= 0x20 || scalar.value == 0x7F {
+            return "HELO name contains a space or control character"
+        }
+        return nil
+    }
+
     /// Why `address` cannot be put inside "<...>" on a MAIL or RCPT line, or
     /// nil when it can. CR and LF would inject commands, NUL truncates at
     /// some servers, and angle brackets would end the path early.

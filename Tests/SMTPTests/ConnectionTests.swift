@@ -230,8 +230,13 @@ struct ConnectionTests {
         #expect(got.recipients == ["to@example.com"])
         var expected = Array("Subject: test\r\n\r\nline one\r\n.\r\nMAIL FROM:<evil@x>\r\n.\r\nbare\r\ncr\r\nend\r\n".utf8)
         for _ in 0..<3000 { expected += Array(repeating: UInt8(ascii: "x"), count: 99) + [13, 10] }
+        // Un-stuffed by the server: exactly one message, all lines intact.
+        // (Compared as a Bool: on failure Swift Testing would otherwise diff
+        // two 300 KB arrays, which takes minutes.)
         #expect(got.raw.count == expected.count)
-        #expect(got.raw == expected)  // un-stuffed by the server: exactly one message, all lines intact
+        let firstDifference = zip(got.raw, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(firstDifference == nil)
+        #expect(got.raw.elementsEqual(expected))
     }
 
     @Test func certificateIsVerifiedByDefault() throws {
@@ -361,5 +366,45 @@ struct ConnectionTests {
         _ = try c.send(SMTPEnvelope(sender: "a@example.com", recipients: ["ok@example.com"]),
                        message: sampleMessage, resetFirst: true, deadline: soon())
         #expect(eventually { (try? server.messages().map(\.recipients)) == [["ok@example.com"]] })
+    }
+}
+
+@Suite("Input checks before the network", .timeLimit(.minutes(1)))
+struct InputCheckTests {
+    @Test func heloNameWithLineBreakIsRefusedBeforeConnecting() {
+        // Port 1 on 127.0.0.1 would refuse; the check must come first.
+        let config = SMTPServerConfig(host: "127.0.0.1", port: 1, security: .none, heloName: "x\r\nMAIL FROM:<a@b>")
+        let error = #expect(throws: SMTPError.self) { try SMTPConnection.open(config, deadline: soon()) }
+        #expect(error?.stage == .ehlo)
+        if case .protocolViolation? = error?.kind {} else { Issue.record("expected protocolViolation, got \(String(describing: error))") }
+    }
+
+    @Test func overlongLineIsRefusedBeforeMailFrom() throws {
+        let sink = try SMTPSink()
+        defer { sink.stop() }
+        let c = try SMTPConnection.open(SMTPServerConfig(host: "127.0.0.1", port: sink.port, security: .none), deadline: soon())
+        defer { c.quit() }
+        let message = Array("Subject: x\r\n\r\n".utf8) + Array(repeating: UInt8(ascii: "y"), count: 999)
+        let error = #expect(throws: SMTPError.self) {
+            try c.send(SMTPEnvelope(sender: "a@example.com", recipients: ["b@example.com"]), message: message, resetFirst: false, deadline: soon())
+        }
+        #expect(error?.stage == .data)
+        #expect(error?.description.contains("999 octets") == true)
+        #expect(!c.isBroken)
+        let fits = Array("Subject: x\r\n\r\n".utf8) + Array(repeating: UInt8(ascii: "y"), count: 998)
+        _ = try c.send(SMTPEnvelope(sender: "a@example.com", recipients: ["b@example.com"]), message: fits, resetFirst: false, deadline: soon())
+        #expect(eventually { sink.messageCount() == 1 })
+    }
+
+    @Test func nulInCredentialsIsRefused() throws {
+        var options = AiosmtpdServer.Options()
+        options.user = "mailer"
+        options.password = "pw"
+        let server = try AiosmtpdServer(options)
+        defer { server.stop() }
+        let config = SMTPServerConfig(host: "127.0.0.1", port: server.port, security: .none, username: "mailer\0admin", password: "pw")
+        let error = #expect(throws: SMTPError.self) { try SMTPConnection.open(config, deadline: soon()) }
+        #expect(error?.stage == .auth)
+        if case .protocolViolation? = error?.kind {} else { Issue.record("expected protocolViolation, got \(String(describing: error))") }
     }
 }

@@ -182,3 +182,23 @@ struct WireTests {
         #expect(!SMTPError(.timeout, stage: .mail).looksLikeDeadConnection)
     }
 }
+
+@Suite("Input limits")
+struct InputLimitTests {
+    @Test func longestLineCountsEveryKindOfLineEnd() {
+        #expect(SMTPWire.longestLineLength([]) == 0)
+        #expect(SMTPWire.longestLineLength(Array("abc".utf8)) == 3)
+        #expect(SMTPWire.longestLineLength(Array("ab\r\nabcd\nx\rabcde".utf8)) == 5)
+        #expect(SMTPWire.longestLineLength(Array("abcdef\r\n".utf8)) == 6)
+    }
+
+    @Test(arguments: ["mail.example.com", "[127.0.0.1]", "localhost"])
+    func acceptableHeloNames(_ name: String) {
+        #expect(SMTPWire.heloNameProblem(name) == nil)
+    }
+
+    @Test(arguments: ["", "a b", "host\r\nMAIL FROM:<x>", "host\n", "host\0", "tab\there"])
+    func refusedHeloNames(_ name: String) {
+        #expect(SMTPWire.heloNameProblem(name) != nil)
+    }
+}
