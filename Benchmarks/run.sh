@@ -1,0 +1,299 @@
+#!/bin/bash
+# `make bench`: Mailgate's send path through nginx into Postfix's smtp-sink,
+# all on loopback, against nginx's own `return 200` on the same machine.
+#
+# Starts (in a temp dir, all stopped on exit): smtp-sink -a, a Mailgate data
+# dir with one user whose integration points at the sink, `mailgate serve` on
+# a Unix socket, nginx (nginx/local/render-conf.sh, access_log off). Then:
+#   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  GET /nginx-baseline
+#   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  POST /smtp/send-email
+# for N in 16 64, and prints a table: sends/s, p50/p99, non-2xx, socket errors,
+# Mailgate's peak RSS (VmHWM, reset before each run), and the messages the sink
+# counted against the 200 answers (must be equal).
+#
+# Environment: MAILGATE_BIN (default .build/release/mailgate), BENCH_DURATION
+# (seconds per run, default 10), BENCH_CONNECTIONS (default "16 64"),
+# BENCH_THREADS (wrk threads, default 2), NGINX_WORKERS (default 1: on 2 cores
+# one nginx worker leaves a core for Mailgate and wrk; 2 measured lower),
+# BENCH_KEEP=1 keeps the temp dir, BENCH_STRICT=1 exits 1 when a target is missed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${MAILGATE_BIN:-$root/.build/release/mailgate}
+duration=${BENCH_DURATION:-10}
+connections=${BENCH_CONNECTIONS:-16 64}
+wrk_threads=${BENCH_THREADS:-2}
+workers=${NGINX_WORKERS:-1}
+lua=$root/Benchmarks/send.lua
+
+# Targets (issue 3), checked on the first (lowest) concurrency.
+target_rate=5000 target_p99_ms=10 target_rss_mib=64
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ -x "$bin" ] || die "no Mailgate binary at $bin (swift build -c release, or set MAILGATE_BIN)"
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")   # the run works in a temp dir
+for tool in wrk nginx /usr/sbin/smtp-sink curl python3; do
+    command -v "$tool" >/dev/null || die "$tool not found (make deps)"
+done
+
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mailgate-bench.XXXXXX")
+cd "$tmp"   # nothing the run writes lands in the checkout
+pids=() wrk_pid=
+running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; } # zombies do not count
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [ -z "${wrk_pid:-}" ] || kill -TERM "$wrk_pid" 2>/dev/null || true
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do   # up to 5 s each for a clean stop, then KILL
+        for _ in $(seq 50); do running "$pid" || break; sleep 0.1; done
+        ! running "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [ "$rc" = 1 ]; then
+        for f in mailgate.log sink.err nginx/error.log; do
+            [ -s "$tmp/$f" ] && { echo "--- $tmp/$f (last lines)" >&2; tail -n 20 "$tmp/$f" >&2; }
+        done
+    fi
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" = 1 ]; then echo "bench: files kept in $tmp" >&2; else rm -rf "$tmp"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() { # port: until something listens on 127.0.0.1:port
+    for _ in $(seq 100); do
+        python3 - "$1" <<'PY' 2>/dev/null && return 0
+import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2).close()
+PY
+        sleep 0.05
+    done
+    die "nothing listens on 127.0.0.1:$1"
+}
+alive() { kill -0 "$1" 2>/dev/null || die "$2 exited early"; }
+
+# smtp-sink -c prints running counters ("sess=N quit=N mesg=N", separated by
+# CR) each time a message's final "." is received; mesg is what it accepted.
+sink_messages() {
+    local last
+    last=$(tail -c 512 "$tmp/sink.count" | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1) || true
+    echo "${last#mesg=}" | sed 's/^$/0/'
+}
+sink_sessions() {
+    local last
+    last=$(tail -c 512 "$tmp/sink.count" | tr '\r' '\n' | grep -o 'sess=[0-9]*' | tail -n 1) || true
+    echo "${last#sess=}" | sed 's/^$/0/'
+}
+# The counter line is written after the message is accepted and before the
+# 250 reaches Mailgate, but let it settle: wait until it stops moving.
+settled_sink_messages() {
+    local before after
+    after=$(sink_messages)
+    for _ in $(seq 20); do
+        before=$after; sleep 0.1; after=$(sink_messages)
+        [ "$before" = "$after" ] && break
+    done
+    echo "$after"
+}
+vm_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+
+# --- SMTP sink --------------------------------------------------------------
+sink_port=$(free_port)
+sink_user=()
+[ "$(id -u)" = 0 ] && sink_user=(-u root)   # smtp-sink refuses to run as root without -u
+/usr/sbin/smtp-sink "${sink_user[@]}" -a -c "127.0.0.1:$sink_port" 1024 >"$tmp/sink.count" 2>"$tmp/sink.err" &
+sink_pid=$!; pids+=("$sink_pid")
+wait_port "$sink_port"; alive "$sink_pid" smtp-sink
+
+# --- Mailgate ---------------------------------------------------------------
+data=$tmp/data
+"$bin" init --data-dir "$data" >/dev/null
+openssl rand -hex 16 >"$tmp/password"
+"$bin" user add bench --data-dir "$data" <"$tmp/password" >/dev/null
+"$bin" integration set bench --data-dir "$data" --host 127.0.0.1 --port "$sink_port" --security none \
+    --from bench@localhost --from-name "Mailgate bench" >/dev/null
+BENCH_TOKEN=$("$bin" token issue bench --data-dir "$data" --ttl 1d)
+export BENCH_TOKEN
+
+socket=$tmp/mailgate.sock
+"$bin" serve --data-dir "$data" --socket "$socket" 2>"$tmp/mailgate.log" &
+mailgate_pid=$!; pids+=("$mailgate_pid")
+for _ in $(seq 200); do [ -S "$socket" ] && break; alive "$mailgate_pid" "mailgate serve"; sleep 0.05; done
+[ -S "$socket" ] || die "mailgate serve did not create $socket"
+
+# --- nginx ------------------------------------------------------------------
+port=$(free_port)
+"$root/nginx/local/render-conf.sh" "$tmp/nginx" "$port" "$socket" 50r/s "$workers" off
+nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" 2>>"$tmp/nginx/error.log" &
+nginx_pid=$!; pids+=("$nginx_pid")
+wait_port "$port"; alive "$nginx_pid" nginx
+
+base=http://127.0.0.1:$port
+send_url=$base/smtp/send-email
+baseline_url=$base/nginx-baseline
+
+# --- sanity: one send end to end ----------------------------------------------
+reply=$(curl -sS -o "$tmp/first-reply" -w '%{http_code}' "$send_url" \
+    -H "Authorization: Bearer $BENCH_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"to": "bench@example.com", "subject": "Mailgate bench", "message": "first"}') || true
+[ "$reply" = 200 ] || die "sanity send answered $reply: $(cat "$tmp/first-reply" 2>/dev/null)"
+[ "$(settled_sink_messages)" = 1 ] || die "sanity send: the sink counted $(sink_messages) messages, expected 1"
+
+# --- runs ---------------------------------------------------------------------
+# CPU accounting, to see where the two cores go during a run (and whether
+# something outside the benchmark was busy): clock ticks of each process from
+# /proc/PID/stat, of wrk from the shell's `times` (children reaped so far), of
+# the machine from /proc/stat.
+clk=$(getconf CLK_TCK)
+proc_ticks() { # pids... -> utime+stime summed
+    local total=0 pid
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] && total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$total"
+}
+children_ticks() { # user+sys of this shell's reaped children (wrk) -> $child_ticks; must not run in a subshell
+    times >"$tmp/times"
+    child_ticks=$(tail -n 1 "$tmp/times" | awk -v clk="$clk" '{
+        n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * clk + 0.5 }')
+}
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; } # busy idle steal
+snapshot() { # -> "wall mailgate nginx sink children busy idle steal"
+    echo "$(date +%s.%N) $(proc_ticks "$mailgate_pid") $(proc_ticks "$nginx_pid" $(ps -o pid= --ppid "$nginx_pid")) \
+$(proc_ticks "$sink_pid") $child_ticks $(machine_ticks)"
+}
+declare -A cpu
+cpu_split() { # key "before" "after" -> cpu[key] = "wrk nginx mailgate sink other idle steal" in % of one core, then the 4 tick counts
+    local -a a=($2) b=($3)
+    cpu[$1]=$(awk -v clk="$clk" -v wall="$(awk -v x="${a[0]}" -v y="${b[0]}" 'BEGIN { print y - x }')" \
+        -v mg=$((b[1] - a[1])) -v ngx=$((b[2] - a[2])) -v sink=$((b[3] - a[3])) -v wrk=$((b[4] - a[4])) \
+        -v busy=$((b[5] - a[5])) -v idle=$((b[6] - a[6])) -v steal=$((b[7] - a[7])) 'BEGIN {
+            f = 100 / clk / wall; other = busy - mg - ngx - sink - wrk; if (other < 0) other = 0
+            printf "%.0f %.0f %.0f %.0f %.0f %.0f %.0f %d %d %d %d", wrk * f, ngx * f, mg * f, sink * f, other * f, idle * f, steal * f, wrk, ngx, mg, sink }')
+}
+
+run_wrk() { # name mode conns seconds url -> $tmp/NAME.out; sets B_* from the BENCH line, cpu[NAME]
+    local name=$1 mode=$2 conns=$3 seconds=$4 url=$5 line kv before
+    children_ticks; before=$(snapshot)
+    # In the background and waited for: `wait` returns at once on SIGTERM/SIGINT,
+    # so the trap (and cleanup) runs now rather than when wrk ends.
+    wrk -t"$wrk_threads" -c"$conns" -d"${seconds}s" --latency -s "$lua" "$url" -- "$mode" "$seconds" \
+        >"$tmp/$name.out" 2>&1 &
+    wrk_pid=$!
+    wait "$wrk_pid" || { wrk_pid=; die "wrk failed: $(cat "$tmp/$name.out")"; }
+    wrk_pid=
+    children_ticks; cpu_split "$name" "$before" "$(snapshot)"
+    line=$(grep '^BENCH ' "$tmp/$name.out") || die "no BENCH line from wrk: $(cat "$tmp/$name.out")"
+    for kv in ${line#BENCH }; do printf -v "B_${kv%%=*}" '%s' "${kv#*=}"; done
+}
+
+# Warm-up (not reported): fills the SMTP pool and the page cache.
+run_wrk warmup send 16 2 "$send_url"
+alive "$mailgate_pid" "mailgate serve"
+
+declare -A rate p50 p99 non2xx sockerr statuses ok sink rss sessions answered inflight base_ok
+for c in $connections; do
+    run_wrk "baseline-c$c" get "$c" "$duration" "$baseline_url"
+    rate[base$c]=$B_rate p50[base$c]=$B_p50_us p99[base$c]=$B_p99_us non2xx[base$c]=$B_non2xx
+    sockerr[base$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
+    statuses[base$c]=$B_statuses base_ok[$c]=$B_ok
+done
+for c in $connections; do
+    sink_before=$(settled_sink_messages); sess_before=$(sink_sessions)
+    # Reset the peak RSS (VmHWM) so each run reports its own peak.
+    echo 5 >"/proc/$mailgate_pid/clear_refs" 2>/dev/null || true
+    run_wrk "send-c$c" send "$c" "$duration" "$send_url"
+    alive "$mailgate_pid" "mailgate serve"
+    rss[mg$c]=$(vm_kib "$mailgate_pid" VmHWM)
+    sink_after=$(settled_sink_messages)
+    sink[mg$c]=$((sink_after - sink_before)) sessions[mg$c]=$(( $(sink_sessions) - sess_before ))
+    ok[mg$c]=$B_ok answered[mg$c]=$B_answered
+    rate[mg$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
+    p50[mg$c]=$B_p50_us p99[mg$c]=$B_p99_us non2xx[mg$c]=$B_non2xx statuses[mg$c]=$B_statuses
+    sockerr[mg$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
+    inflight[mg$c]=$((B_started - B_answered))
+done
+
+# --- report -------------------------------------------------------------------
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+num() { awk -v n="$1" 'BEGIN { printf "%.0f", n }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+
+echo
+echo "Mailgate benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+echo "machine:  $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r); load average at start: $load_at_start"
+echo "software: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(swift --version 2>/dev/null | head -n 1 || echo 'swift ?'), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?'), smtp-sink (Postfix $(/usr/sbin/postconf -h mail_version 2>/dev/null || echo '?'))"
+echo "setup:    wrk -t$wrk_threads -dX ${duration}s --latency, keep-alive; nginx $workers worker(s), access_log off;"
+echo "          mailgate serve (16 threads, defaults) on a Unix socket; smtp-sink -a on 127.0.0.1"
+echo
+printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+    "run" "conns" "req/s" "p50" "p99" "non-2xx" "sock err" "peak RSS" "sink / 200s"
+echo '|----------------------------|------:|----------:|---------:|---------:|--------:|---------:|----------:|--------------:|'
+for c in $connections; do
+    printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+        "nginx return 200" "$c" "$(num "${rate[base$c]}")" "$(ms "${p50[base$c]}")" "$(ms "${p99[base$c]}")" \
+        "${non2xx[base$c]}" "${sockerr[base$c]}" "-" "-"
+done
+for c in $connections; do
+    printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+        "mailgate POST send-email" "$c" "$(num "${rate[mg$c]}")" "$(ms "${p50[mg$c]}")" "$(ms "${p99[mg$c]}")" \
+        "${non2xx[mg$c]}" "${sockerr[mg$c]}" "$(mib "${rss[mg$c]}")" "${sink[mg$c]} / ${ok[mg$c]}"
+done
+echo
+for c in $connections; do
+    frac=$(awk -v a="${rate[mg$c]}" -v b="${rate[base$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
+    per=$(awk -v m="${sink[mg$c]}" -v s="${sessions[mg$c]}" 'BEGIN { printf "%.0f", (s > 0 ? m / s : m) }')
+    echo "-c$c: Mailgate = $frac of nginx return 200; ${sink[mg$c]} messages over ${sessions[mg$c]} new SMTP sessions (~$per per session)"
+done
+echo
+echo "CPU during each run, % of one core ($(nproc) cores = $(( $(nproc) * 100 ))%), averaged over the wrk run; \"other\" is"
+echo "everything outside the benchmark (a busy machine makes every figure above worse); then CPU time per 2xx answer:"
+printf '| %-26s | %5s | %5s | %5s | %8s | %9s | %5s | %5s | %5s | %-39s |\n' run conns wrk nginx mailgate smtp-sink other idle steal \
+    "CPU per answer: wrk/nginx/mailgate/sink"
+echo '|----------------------------|------:|------:|------:|---------:|----------:|------:|------:|------:|----------------------------------------:|'
+for c in $connections; do
+    for kind in baseline send; do
+        read -r w n m k o i st wt nt mt kt <<<"${cpu[$kind-c$c]}"
+        if [ "$kind" = send ]; then label="mailgate POST send-email" answers=${ok[mg$c]}; else label="nginx return 200" answers=${base_ok[$c]}; fi
+        per=$(awk -v clk="$clk" -v n="$answers" -v a="$wt" -v b="$nt" -v m="$mt" -v k="$kt" 'BEGIN {
+            if (n == 0) { print "-"; exit }; f = 1e6 / clk / n
+            printf "%.0f / %.0f / %.0f / %.0f us", a * f, b * f, m * f, k * f }')
+        printf '| %-26s | %5s | %4s%% | %4s%% | %7s%% | %8s%% | %4s%% | %4s%% | %4s%% | %39s |\n' "$label" "$c" "$w" "$n" "$m" "$k" "$o" "$i" "$st" "$per"
+    done
+done
+echo
+echo "req/s: 2xx answers / (last answer - first request); each run stops starting requests 0.5 s before its end so"
+echo "none is in flight when wrk stops. peak RSS: Mailgate's VmHWM during that run."
+
+# --- verdict --------------------------------------------------------------------
+status=0 missed=0
+for c in $connections; do
+    if [ "${sink[mg$c]}" != "${ok[mg$c]}" ]; then
+        echo "FAIL -c$c: the sink received ${sink[mg$c]} messages for ${ok[mg$c]} 200 answers (in flight at wrk's stop: ${inflight[mg$c]})"
+        status=1
+    fi
+    if [ "${statuses[mg$c]}" != "200:${ok[mg$c]}" ]; then echo "note -c$c: answers by status: ${statuses[mg$c]}"; fi
+done
+first_c=${connections%% *}
+check() { # label ok?
+    if [ "$2" = 1 ]; then echo "  ok    $1"; else echo "  MISS  $1"; missed=1; fi
+}
+echo
+echo "Targets at -c$first_c (issue 3):"
+check ">= $target_rate sends/s: $(num "${rate[mg$first_c]}")" \
+    "$(awk -v r="${rate[mg$first_c]}" -v t=$target_rate 'BEGIN { print ((r >= t) ? 1 : 0) }')"
+check "p99 <= $target_p99_ms ms: $(ms "${p99[mg$first_c]}")" \
+    "$(awk -v p="${p99[mg$first_c]}" -v t=$target_p99_ms 'BEGIN { print ((p <= t * 1000) ? 1 : 0) }')"
+check "0 errors: ${non2xx[mg$first_c]} non-2xx, ${sockerr[mg$first_c]} socket errors" \
+    "$([ "${non2xx[mg$first_c]}" = 0 ] && [ "${sockerr[mg$first_c]}" = 0 ] && echo 1 || echo 0)"
+check "peak RSS <= $target_rss_mib MiB: $(mib "${rss[mg$first_c]}")" \
+    "$(( ${rss[mg$first_c]} <= target_rss_mib * 1024 ? 1 : 0 ))"
+check "sink = 200s: ${sink[mg$first_c]} = ${ok[mg$first_c]}" "$([ "${sink[mg$first_c]}" = "${ok[mg$first_c]}" ] && echo 1 || echo 0)"
+[ "$missed" = 1 ] && [ "${BENCH_STRICT:-0}" = 1 ] && status=1
+exit "$status"
