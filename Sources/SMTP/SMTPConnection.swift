@@ -12,6 +12,11 @@ public struct SMTPEnvelope: Sendable {
 
 /// One SMTP session with blocking I/O on the calling thread.
 ///
+/// Every operation takes an absolute deadline; each command round trip is
+/// additionally bounded by `commandTimeout` and connecting (TCP and TLS
+/// handshake) by `connectTimeout`. Name resolution (getaddrinfo) cannot be
+/// interrupted and is not bounded by the deadline.
+///
 /// Not Sendable: use it from one thread at a time (the pool hands each
 /// connection to exactly one caller).
 public final class SMTPConnection {
@@ -179,8 +184,22 @@ public final class SMTPConnection {
 
     // MARK: sending
 
-    /// Sends one message; see the module documentation for the exact exchange.
-    /// Returns the server's final 2xx reply to the message.
+    /// Sends one message and returns the server's final 2xx reply to it.
+    ///
+    /// `message` is the complete RFC 5322 message (headers and body, LF or
+    /// CRLF line ends); it is normalised to CRLF and dot-stuffed (see
+    /// `SMTPWire.dataPayload`). Addresses containing CR, LF, NUL, "<" or ">",
+    /// an empty recipient list, and lines over 998 octets are refused before
+    /// anything is sent.
+    ///
+    /// With PIPELINING, [RSET when `resetFirst`,] MAIL FROM, every RCPT TO and
+    /// DATA go out in one write and the replies are read in order; without
+    /// it, one command at a time. The body then goes out in one write.
+    ///
+    /// A refused RCPT (any recipient) fails the whole send with stage `.rcpt`
+    /// and nothing is delivered: the transaction is reset with RSET, or, when
+    /// the server already said 354 to a pipelined DATA, the connection is
+    /// closed before any body is sent.
     public func send(_ envelope: SMTPEnvelope, message: [UInt8], resetFirst: Bool,
                      deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
         // Everything that can be refused without the server is checked
@@ -239,9 +258,10 @@ public final class SMTPConnection {
             }
             // 354 received: from here a failure may mean the server has the
             // message, so errors carry stage .message (not safe to retry).
-            let d = commandDeadline(deadline)
-            try channel.write(payload, stage: .message, deadline: d)
-            let final = try channel.readReply(stage: .message, deadline: d)
+            // The body may be large: its transfer is bounded by the caller's
+            // deadline only; the command timeout starts once it is sent.
+            try channel.write(payload, stage: .message, deadline: deadline)
+            let final = try channel.readReply(stage: .message, deadline: commandDeadline(deadline))
             lastUsed = .now
             guard final.isCompletion else { throw error(.reply(final), .message) }
             messagesSent += 1
