@@ -226,7 +226,8 @@ struct LifecycleTests {
         child.signal(SIGTERM)
         let response = try await request.value
         #expect(response.status == 200, "the request in flight completes: \(response)")
-        #expect(smtp.stdoutText.contains("DELIVERED"))
+        // The server prints DELIVERED right after its 250, which may be after Mailgate's 200.
+        try await blocking { try waitUntil("the server's DELIVERED", timeout: 10) { smtp.stdoutText.contains("DELIVERED") } }
         let status = try await blocking { child.wait(timeout: 15) }
         #expect(status == .exited(0), "exit status \(String(describing: status)); log: \(child.stderrText.suffix(500))")
         #expect(!unixAccepts(socket), "no longer accepting")

@@ -124,7 +124,7 @@ final class E2E: Sendable {
         let socket = dir + "/mailgate.sock"
         let log = dir + "/mailgate.log"
         let mailgate = try startMailgate(bin: bin, dataDir: dataDir, socket: socket, log: log,
-                                         extra: ["--ca-file", bundle, "--smtp-timeout", "3s", "--threads", "8"], in: dir)
+                                         extra: ["--ca-file", bundle, "--smtp-timeout", "10s", "--threads", "8"], in: dir)
         let (nginx, port) = try startNginx(in: dir, name: "nginx-main", socket: socket, rate: "100r/s")
         return E2E(dir: dir, bin: bin, localhostCert: localhost, otherNameCert: other, untrustedCert: untrusted,
                    caBundle: bundle, dataDir: dataDir, socket: socket, port: port, mailgateLog: log,
@@ -158,8 +158,11 @@ final class E2E: Sendable {
 
     /// nginx from nginx/local/render-conf.sh in front of `socket`; returns once it accepts.
     static func startNginx(in dir: String, name: String, socket: String, rate: String) throws -> (Child, Int) {
+        try withFreshPort { port in try startNginx(in: dir, name: name, socket: socket, rate: rate, port: port) }
+    }
+
+    private static func startNginx(in dir: String, name: String, socket: String, rate: String, port: Int) throws -> (Child, Int) {
         let prefix = "\(dir)/\(name)"
-        let port = try freePort()
         let render = try runTool("/bin/bash", [repoRoot + "/nginx/local/render-conf.sh", prefix, String(port), socket, rate],
                                  in: dir)
         guard render.ok else { throw HarnessError("render-conf.sh failed: \(render.stderr)") }
@@ -287,16 +290,19 @@ final class E2E: Sendable {
         return (try HTTP.parse(output), result)
     }
 
-    /// A second `mailgate serve` (same data dir, `--max-body 1000`) behind a
-    /// second nginx whose /token rate is the shipped 10r/m: for the body-limit
-    /// and rate-limit tests, started on first use.
+    /// A second `mailgate serve` (same data dir, `--max-body 1000`,
+    /// `--smtp-timeout 3s`) behind a second nginx whose /token rate is the
+    /// shipped 10r/m: for the body-limit, rate-limit and deadline tests,
+    /// started on first use. (The main instance allows 10 s, so a loaded
+    /// 2-core machine with one Python SMTP server for ~100 parallel tests
+    /// never turns a good send into a 504.)
     static let auxiliary: Result<Auxiliary, HarnessError> = {
         do {
             guard case .success(let main) = shared else { throw HarnessError("main environment failed") }
             let socket = main.dir + "/mailgate-aux.sock"
             let mailgate = try startMailgate(bin: main.bin, dataDir: main.dataDir, socket: socket,
                                              log: main.dir + "/mailgate-aux.log",
-                                             extra: ["--max-body", "1000", "--smtp-timeout", "3s", "--threads", "4",
+                                             extra: ["--max-body", "1000", "--smtp-timeout", "3s", "--threads", "8",
                                                      "--ca-file", main.caBundle], in: main.dir)
             let (nginx, port) = try startNginx(in: main.dir, name: "nginx-aux", socket: socket, rate: "10r/m")
             return .success(Auxiliary(mailgate: mailgate, nginx: nginx, port: port, log: main.dir + "/mailgate-aux.log"))

@@ -225,8 +225,33 @@ func runTool(_ executable: String, _ arguments: [String], in directory: String, 
     return result
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// Ports handed out by `freePort()` in this process: never twice.
+private let handedOutPorts = Mutex<Set<Int>>([])
+
+/// Retries `start` with a new port when the chosen one was taken meanwhile
+/// (another test's server, or an outgoing connection's ephemeral port).
+func withFreshPort<T>(_ start: (Int) throws -> T) throws -> T {
+    var attempt = 0
+    while true {
+        attempt += 1
+        do {
+            return try start(try freePort())
+        } catch let error as HarnessError where attempt < 5 && error.description.lowercased().contains("in use") {
+            continue
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, not handed out before.
 func freePort() throws -> Int {
+    for _ in 0..<20 {
+        let port = try kernelFreePort()
+        if handedOutPorts.withLock({ $0.insert(port).inserted }) { return port }
+    }
+    throw HarnessError("no fresh free port")
+}
+
+private func kernelFreePort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw HarnessError("socket failed") }
     defer { close(fd) }

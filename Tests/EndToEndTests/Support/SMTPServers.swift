@@ -25,7 +25,10 @@ final class CaptureServer: Sendable {
     }
 
     static func start(in dir: String, name: String, options: Options) throws -> CaptureServer {
-        let port = try freePort()
+        try withFreshPort { port in try start(in: dir, name: name, options: options, port: port) }
+    }
+
+    private static func start(in dir: String, name: String, options: Options, port: Int) throws -> CaptureServer {
         let spool = "\(dir)/\(name)-spool"
         try FileManager.default.createDirectory(atPath: spool, withIntermediateDirectories: true)
         var arguments = [E2E.repoRoot + "/nginx/local/capture_smtp.py", "--host", "127.0.0.1", "--port", String(port),
@@ -163,8 +166,7 @@ final class SinkServer: Sendable {
 
     static func start(_ options: [String]) async throws -> SinkServer {
         let env = try await E2E.get()
-        return try await blocking {
-            let port = try freePort()
+        return try await blocking { try withFreshPort { port in
             let name = "smtp-sink-\(Counter.shared.next())"
             // As root smtp-sink insists on -u to drop privileges to.
             let user = getuid() == 0 ? ["-u", "root"] : []
@@ -177,7 +179,7 @@ final class SinkServer: Sendable {
                 throw error
             }
             return SinkServer(child: child, port: port)
-        }
+        } }
     }
 
     func stop() { child.stop() }
