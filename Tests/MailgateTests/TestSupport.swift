@@ -37,7 +37,7 @@ final class RecordingTransport: MailTransport {
 /// An application over a fresh database in a temp dir, with a cheap KDF,
 /// a settable clock, and one user "alice" (password "correct horse") whose
 /// integration points at a fictitious server.
-struct AppFixture {
+final class AppFixture {
     static let password = "correct horse"
     let directory: String
     let store: Store
@@ -69,6 +69,8 @@ struct AppFixture {
         application = Application(configuration: configuration, store: store, signer: signer, hasher: hasher,
                                   transport: transport, logger: Logger(label: "test"), now: { clock.now })
     }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     func token(for user: String = "alice", lifetime: Int64 = 600, version: Int64 = 0) throws -> String {
         try signer.sign(TokenClaims(subject: user, issuedAt: clock.now, expiresAt: clock.now + lifetime, version: version))
