@@ -71,6 +71,15 @@ public enum FastCGIError: Error, Sendable, CustomStringConvertible {
 
 /// Creating and closing the listening socket; the accept loop itself is libfcgi's.
 enum Listener {
+    static func isUnixSocket(_ fd: Int32) -> Bool {
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return result == 0 && Int32(address.ss_family) == AF_UNIX
+    }
+
     static func open(_ address: ListenAddress) throws(FastCGIError) -> Int32 {
         switch address {
         case .unix(let path, let mode): return try openUnix(path: path, mode: mode)

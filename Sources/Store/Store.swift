@@ -101,12 +101,14 @@ public struct Credentials: Sendable {
 public final class Store: Sendable {
     private let pool: DatabasePool
     private let secretBox: SecretBox
+    private let credentialsReader: CredentialsReader
 
     /// Opens (creating if needed) the database at `path` and migrates it.
     /// A new file is created with mode 0600; SQLite gives the -wal and -shm
     /// files the same mode.
     public init(path: String, secretBox: SecretBox) throws(StoreError) {
         self.secretBox = secretBox
+        credentialsReader = CredentialsReader(path: path)
         try Self.createPrivateFileIfMissing(path)
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
@@ -388,14 +390,14 @@ public final class Store: Sendable {
         """
 
     /// The per-request read: user and integration in one statement (so one
-    /// consistent snapshot), through a cached prepared statement. Nil if the
-    /// user does not exist. No in-process cache: every call sees changes
-    /// committed by any process (e.g. the CLI), and the read costs
-    /// microseconds next to an SMTP exchange.
+    /// consistent snapshot), nil if the user does not exist. Served from a
+    /// per-connection cache that any commit by another connection (e.g. the
+    /// CLI) invalidates, so changes apply to the next request.
     public func credentials(for username: String) throws(StoreError) -> Credentials? {
         guard Self.isValidUsername(username) else { return nil }
-        let fetched = try perform("read credentials of \(username)") { () throws -> (User, SMTPIntegration?, Data?)? in
-            try pool.read { db in
+        let secretBox = self.secretBox
+        return try perform("read credentials of \(username)") { () throws -> Credentials? in
+            try credentialsReader.credentials(for: username, read: { db in
                 let statement = try db.cachedStatement(sql: Self.credentialsSQL)
                 guard let row = try Row.fetchOne(statement, arguments: [username]) else { return nil }
                 let user = try Self.decodeUser(row, from: 0)
@@ -410,20 +412,18 @@ public final class Store: Sendable {
                     fromName: try row.decode(String?.self, atIndex: 13),
                     updatedAt: Self.date(try row.decode(Int64.self, atIndex: 14)))
                 return (user, integration, try row.decode(Data?.self, atIndex: 11))
-            }
+            }, decrypt: { (user, integration, sealed) throws(StoreError) -> SMTPIntegration in
+                // Decrypted outside the database closure: no connection is
+                // busy while OpenSSL works.
+                guard let plain = try? secretBox.open(Array(sealed), associatedData: Self.passwordContext(user.username)),
+                      let password = String(validating: plain, as: UTF8.self) else {
+                    throw .corruptSecret(user.username)
+                }
+                var opened = integration
+                opened.password = password
+                return opened
+            })
         }
-        guard let (user, integration, sealed) = fetched else { return nil }
-        guard var integration else { return Credentials(user: user, integration: nil) }
-        if let sealed {
-            // Decrypt outside the database closure: no reader connection is
-            // held while OpenSSL works.
-            guard let plain = try? secretBox.open(Array(sealed), associatedData: Self.passwordContext(user.username)),
-                  let password = String(validating: plain, as: UTF8.self) else {
-                throw .corruptSecret(user.username)
-            }
-            integration.password = password
-        }
-        return Credentials(user: user, integration: integration)
     }
 
     /// Associated data for a sealed SMTP password: the owning username, so

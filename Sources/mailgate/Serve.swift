@@ -54,6 +54,9 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        // Without TZ, every log timestamp (localtime_r) stats /etc/localtime.
+        setenv("TZ", ":/etc/localtime", 0)
+        tzset()
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
