@@ -5,6 +5,7 @@ import PackageDescription
 //   mailgate (CLI) -> Mailgate (routes, errors, config)
 //   Mailgate -> FastCGI, SMTP, MIME, Tokens, Store
 //   Store -> Tokens (secret sealing), GRDB
+//   Tokens, Mailgate -> JSON (strict reader/writer)
 //   FastCGI -> CFastCGI (libfcgi);  SMTP, Tokens -> COpenSSL
 let package = Package(
     name: "Mailgate",
@@ -27,7 +28,8 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
         .target(name: "FastCGI", dependencies: ["CFastCGI"]),
-        .target(name: "Tokens", dependencies: ["COpenSSL"]),
+        .target(name: "JSON"),
+        .target(name: "Tokens", dependencies: ["COpenSSL", "JSON"]),
         .target(name: "MIME"),
         .target(name: "SMTP", dependencies: ["COpenSSL"]),
         .target(name: "Store", dependencies: [
@@ -35,7 +37,7 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
-            "FastCGI", "SMTP", "MIME", "Tokens", "Store",
+            "FastCGI", "SMTP", "MIME", "Tokens", "Store", "JSON",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "mailgate", dependencies: [
@@ -43,6 +45,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "TokensTests", dependencies: ["Tokens"]),
         .testTarget(name: "MIMETests", dependencies: ["MIME"]),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP"]),

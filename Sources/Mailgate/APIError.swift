@@ -1,3 +1,4 @@
+import JSON
 import FastCGI
 
 /// An error answer: the status, FastAPI's `{"detail": ...}` body and any

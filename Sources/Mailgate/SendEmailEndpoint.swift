@@ -1,3 +1,4 @@
+import JSON
 import FastCGI
 import Foundation
 import MIME

@@ -1,3 +1,4 @@
+import JSON
 /// The claims Mailgate puts in, and reads from, its bearer tokens.
 public struct TokenClaims: Sendable, Equatable {
     /// `sub`: the username.
@@ -93,7 +94,7 @@ public struct TokenSigner: Sendable {
 
         // Header: strict base64url, a JSON object, alg exactly "HS256".
         guard let headerBytes = Base64Codec.url.decode(segments[0]),
-              case .object(let header)? = JSONReader.parse(headerBytes) else { throw .malformed }
+              let header = try? JSONParser.parse(headerBytes), header.isObject else { throw .malformed }
         guard case .string(let alg)? = header["alg"], alg == "HS256" else { throw .unsupportedAlgorithm }
         // RFC 7515 §4.1.11: extensions we do not understand marked critical
         // mean the token must be rejected.
@@ -113,7 +114,7 @@ public struct TokenSigner: Sendable {
 
         // Payload: authenticated now, so parse it.
         guard let payloadBytes = Base64Codec.url.decode(segments[1]),
-              case .object(let payload)? = JSONReader.parse(payloadBytes) else { throw .malformed }
+              let payload = try? JSONParser.parse(payloadBytes), payload.isObject else { throw .malformed }
 
         guard let subValue = payload["sub"] else { throw .missingClaim("sub") }
         guard case .string(let subject) = subValue, !subject.isEmpty else { throw .invalidClaim("sub") }

@@ -101,20 +101,3 @@ import Tokens
         }
     }
 }
-
-@Suite struct JSONParserTests {
-    @Test func parsesObjectsStringsAndEscapes() throws {
-        let value = try JSONParser.parse(Array(#" {"a": "x\u00e9\ud83d\ude00\n", "b": [1, -2.5e3, true, null]} "#.utf8))
-        #expect(value == .object([("a", .string("xé😀\n")), ("b", .array([.number("1"), .number("-2.5e3"), .bool(true), .null]))]))
-    }
-
-    @Test(arguments: [#"{"a":1,"a":2}"#, #"{"a":"\ud800"}"#, "{\"a\":\"\u{01}\"}", "01", "1.", "[1,]", #"{"a" 1}"#, "tru", #""\x""#])
-    func refusesInvalidJSON(text: String) {
-        #expect(throws: JSONError.self) { try JSONParser.parse(Array(text.utf8)) }
-    }
-
-    @Test func writerEscapesControlCharacters() {
-        let out = JSONWriter.encode(.object([("d", .string("a\"b\\c\n\u{01}"))]))
-        #expect(String(decoding: out, as: UTF8.self) == #"{"d": "a\"b\\c\n\u0001"}"#)
-    }
-}

@@ -1,8 +1,13 @@
-/// A small strict JSON reader for request bodies. Foundation's parser
-/// accepts duplicate keys (last wins) and has no depth limit we control;
-/// here both are refused, and invalid UTF-8 is an error rather than a
-/// replacement character.
-enum JSONValue: Equatable, Sendable {
+/// A small, strict RFC 8259 JSON reader and writer, shared by token
+/// verification and request decoding.
+///
+/// Own parser rather than JSONSerialization: numbers must stay distinct from
+/// booleans and strings (NSNumber blurs them on Linux), duplicate keys are
+/// refused (`{"alg":"HS256","alg":"none"}` must not mean different things to
+/// different readers), nesting is bounded, and invalid UTF-8 is an error
+/// rather than a replacement character.
+public enum JSONValue: Equatable, Sendable {
+    /// Members in document order (keys are unique: the parser refuses duplicates).
     case object([(String, JSONValue)])
     case array([JSONValue])
     case string(String)
@@ -10,7 +15,7 @@ enum JSONValue: Equatable, Sendable {
     case bool(Bool)
     case null
 
-    static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+    public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
         case (.object(let a), .object(let b)):
             a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
@@ -23,7 +28,33 @@ enum JSONValue: Equatable, Sendable {
         }
     }
 
-    var typeName: String {
+    /// The member named `key` when this is an object.
+    public subscript(key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.first { $0.0 == key }?.1
+    }
+
+    public var isObject: Bool {
+        if case .object = self { return true }
+        return false
+    }
+
+    /// The value as an Int64 if it is a JSON number with an integral value
+    /// that fits. `12`, `-3`, `12.0` and `1.2e1` qualify; `12.5`, `1e400`,
+    /// `"12"` and `true` do not.
+    public var int64Value: Int64? {
+        guard case .number(let text) = self else { return nil }
+        if let exact = Int64(text) { return exact }
+        // Fraction and/or exponent: accept only values Double represents
+        // exactly (|v| < 2^53) that are integral.
+        guard text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }),
+              let double = Double(text), double.isFinite,
+              double.rounded(.towardZero) == double,
+              abs(double) < 9_007_199_254_740_992 else { return nil }
+        return Int64(double)
+    }
+
+    public var typeName: String {
         switch self {
         case .object: "object"
         case .array: "array"
@@ -35,19 +66,19 @@ enum JSONValue: Equatable, Sendable {
     }
 }
 
-struct JSONError: Error, Equatable, CustomStringConvertible {
-    let message: String
-    let offset: Int
-    var description: String { "\(message) at byte \(offset)" }
+public struct JSONError: Error, Equatable, CustomStringConvertible {
+    public let message: String
+    public let offset: Int
+    public var description: String { "\(message) at byte \(offset)" }
 }
 
-struct JSONParser {
-    static let maximumDepth = 32
+public struct JSONParser {
+    public static let maximumDepth = 32
 
     private let bytes: [UInt8]
     private var index = 0
 
-    static func parse(_ bytes: [UInt8]) throws(JSONError) -> JSONValue {
+    public static func parse(_ bytes: [UInt8]) throws(JSONError) -> JSONValue {
         var parser = JSONParser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
@@ -237,10 +268,15 @@ struct JSONParser {
     }
 }
 
-/// Writes JSON response bodies. Only strings, integers and nested
-/// objects/arrays are needed for responses.
-enum JSONWriter {
-    static func string(_ text: String, into out: inout [UInt8]) {
+/// Writes JSON text: response bodies and token payloads.
+public enum JSONWriter {
+    public static func quoted(_ text: String) -> String {
+        var out: [UInt8] = []
+        string(text, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func string(_ text: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -258,7 +294,7 @@ enum JSONWriter {
         out.append(UInt8(ascii: "\""))
     }
 
-    static func encode(_ value: JSONValue, into out: inout [UInt8]) {
+    public static func encode(_ value: JSONValue, into out: inout [UInt8]) {
         switch value {
         case .object(let members):
             out.append(UInt8(ascii: "{"))
@@ -283,7 +319,7 @@ enum JSONWriter {
         }
     }
 
-    static func encode(_ value: JSONValue) -> [UInt8] {
+    public static func encode(_ value: JSONValue) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(128)
         encode(value, into: &out)
