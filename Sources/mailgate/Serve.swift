@@ -47,6 +47,8 @@ struct Serve: ParsableCommand {
         if socket != nil && listen != nil { throw ValidationError("give --socket or --listen, not both") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1-1024") }
         guard maxBody > 0 else { throw ValidationError("--max-body must be positive") }
+        guard poolSize >= 0 else { throw ValidationError("--pool-size must be 0 or more") }
+        guard maxMessagesPerConnection >= 1 else { throw ValidationError("--max-messages-per-connection must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if !basePath.isEmpty && (!basePath.hasPrefix("/") || basePath.hasSuffix("/")) {
             throw ValidationError("--base-path must start with / and not end with / (e.g. /api)")
