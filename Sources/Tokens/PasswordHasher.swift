@@ -52,13 +52,16 @@ public struct PasswordHasher: Sendable {
 
     /// Spends the same KDF work as `verify` against a hash made with the
     /// configured count, for logins naming an unknown user, so response time
-    /// does not reveal whether the user exists.
-    public func burnEquivalentWork(_ password: String) {
+    /// does not reveal whether the user exists. Returns the iteration count
+    /// spent, so tests can check the work without timing it.
+    @discardableResult
+    public func burnEquivalentWork(_ password: String) -> Int {
         let iterations = min(max(self.iterations, 1), Self.maximumIterations)
         let derived = try? Crypto.pbkdf2SHA256(password: Array(password.utf8), salt: Self.burnSalt,
                                                iterations: iterations, keyLength: Self.hashLength)
         // Mirror verify's compare too; the result is meaningless.
         _ = Crypto.constantTimeEquals(derived ?? [], Self.burnSalt + Self.burnSalt)
+        return iterations
     }
 
     private static let burnSalt = [UInt8](repeating: 0x5A, count: saltLength)
