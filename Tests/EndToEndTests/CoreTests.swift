@@ -163,3 +163,29 @@ struct CoreTests {
         #expect(token.status == 405, "\(token)")
     }
 }
+
+@Suite("CLI against the real SMTP server")
+struct IntegrationCommandTests {
+    @Test func integrationTestConnectsLogsInAndSendsATestMessage() async throws {
+        let env = try await E2E.get()
+        let user = try await env.makeMailUser("itest")
+        let recipient = "\(uniqueMarker("itest").lowercased())@example.org"
+        let output = try await env.cli(["integration", "test", user.name, "--ca-file", env.localhostCert.cert,
+                                        "--send-to", recipient])
+        #expect(output.contains("STARTTLS") || output.contains("starttls"), "\(output)")
+        #expect(output.contains("logged in as \(env.smtpLogin)"), "\(output)")
+        #expect(output.contains("sent test message"), "\(output)")
+        let message = try await env.capture.waitForMessage(containing: recipient)
+        #expect(message.envelope.rcptTos == [recipient])
+        #expect(message.envelope.tls && message.envelope.auth)
+        #expect(!output.contains(env.smtpPassword))
+    }
+
+    @Test func integrationTestWithoutTheCAFailsOnTheCertificate() async throws {
+        let env = try await E2E.get()
+        let user = try await env.makeMailUser("itest-ca")
+        let result = try await env.cliResult(["integration", "test", user.name])
+        #expect(!result.ok)
+        #expect(result.stderr.lowercased().contains("certificate"), "\(result.stderr)")
+    }
+}
