@@ -29,7 +29,10 @@ public enum CGIOnce {
         handler(CGIRequest(params: params, body: body)).serialize(into: &output)
         var written = 0
         while written < output.count {
-            let result = output.withUnsafeBytes { write(1, $0.baseAddress! + written, $0.count - written) }
+            let result = output.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return write(1, base + written, raw.count - written)
+            }
             if result < 0 && errno == EINTR { continue }
             if result <= 0 { return }
             written += result
@@ -41,7 +44,10 @@ public enum CGIOnce {
         var body = [UInt8](repeating: 0, count: length)
         var received = 0
         while received < length {
-            let result = body.withUnsafeMutableBytes { read(0, $0.baseAddress! + received, length - received) }
+            let result = body.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return read(0, base + received, length - received)
+            }
             if result < 0 && errno == EINTR { continue }
             if result <= 0 { break }
             received += result
