@@ -16,6 +16,7 @@
 # BENCH_THREADS (wrk threads, default 2), NGINX_WORKERS (default 2: on the
 # 2-core machine, 2 workers measured better than 1 for both runs: send-email
 # 5,570-5,600 vs 5,370 sends/s at -c16, return 200 83-97k vs 76-78k req/s),
+# MAILGATE_SERVE_ARGS adds options to `mailgate serve` (e.g. "--threads 32"),
 # BENCH_KEEP=1 keeps the temp dir, BENCH_STRICT=1 exits 1 when a target is missed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -122,7 +123,7 @@ BENCH_TOKEN=$("$bin" token issue bench --data-dir "$data" --ttl 1d)
 export BENCH_TOKEN
 
 socket=$tmp/mailgate.sock
-"$bin" serve --data-dir "$data" --socket "$socket" 2>"$tmp/mailgate.log" &
+"$bin" serve --data-dir "$data" --socket "$socket" ${MAILGATE_SERVE_ARGS:-} 2>"$tmp/mailgate.log" &
 mailgate_pid=$!; pids+=("$mailgate_pid")
 for _ in $(seq 200); do [ -S "$socket" ] && break; alive "$mailgate_pid" "mailgate serve"; sleep 0.05; done
 [ -S "$socket" ] || die "mailgate serve did not create $socket"
@@ -231,7 +232,7 @@ echo "Mailgate benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo "machine:  $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r); load average at start: $load_at_start"
 echo "software: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(swift --version 2>/dev/null | head -n 1 || echo 'swift ?'), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?'), smtp-sink (Postfix $(/usr/sbin/postconf -h mail_version 2>/dev/null || echo '?'))"
 echo "setup:    wrk -t$wrk_threads -c{$(echo $connections | tr " " ,)} -d${duration}s --latency -s Benchmarks/send.lua (keep-alive); nginx $workers worker(s), access_log off;"
-echo "          mailgate serve (16 threads, defaults) on a Unix socket; smtp-sink -a on 127.0.0.1"
+echo "          mailgate serve ${MAILGATE_SERVE_ARGS:-(16 threads, defaults)} on a Unix socket; smtp-sink -a on 127.0.0.1"
 echo
 printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
     "run" "conns" "req/s" "p50" "p99" "non-2xx" "sock err" "peak RSS" "sink / 200s"
