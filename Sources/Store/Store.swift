@@ -108,7 +108,7 @@ public final class Store: Sendable {
     /// files the same mode.
     public init(path: String, secretBox: SecretBox) throws(StoreError) {
         self.secretBox = secretBox
-        credentialsReader = CredentialsReader(path: path)
+        credentialsReader = try CredentialsReader(path: path)
         try Self.createPrivateFileIfMissing(path)
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
