@@ -41,7 +41,7 @@ load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mailgate-bench.XXXXXX")
 cd "$tmp"   # nothing the run writes lands in the checkout
 pids=() wrk_pid=
-running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; } # zombies do not count
+running() { [ -r "/proc/$1/status" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; } # zombies do not count
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
