@@ -114,11 +114,7 @@ enum Listener {
         // bind() creates the file with the umask applied: create it private,
         // then widen to the requested mode, so it is never briefly too open.
         let oldMask = umask(0o177)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
+        let bound = bindSocket(fd, to: &address)
         let bindErrno = errno
         umask(oldMask)
         guard bound == 0 else { close(fd); throw .systemCall("bind(\(path))", bindErrno) }
@@ -160,20 +156,25 @@ enum Listener {
             address.sin6_family = sa_family_t(AF_INET6)
             address.sin6_port = in_port_t(UInt16(port).bigEndian)
             guard inet_pton(AF_INET6, host, &address.sin6_addr) == 1 else { close(fd); throw .invalidAddress(host, "not an IPv6 address") }
-            result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
+            result = bindSocket(fd, to: &address)
         } else {
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = in_port_t(UInt16(port).bigEndian)
             guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { close(fd); throw .invalidAddress(host, "not an IPv4 address") }
-            result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
+            result = bindSocket(fd, to: &address)
         }
         guard result == 0 else { let e = errno; close(fd); throw .systemCall("bind(\(host):\(port))", e) }
         guard listen(fd, 1024) == 0 else { let e = errno; close(fd); throw .systemCall("listen(\(host):\(port))", e) }
         return fd
+    }
+
+    /// bind(2) with any concrete socket address type (sockaddr_un/_in/_in6).
+    private static func bindSocket<Address>(_ fd: Int32, to address: inout Address) -> Int32 {
+        withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<Address>.size))
+            }
+        }
     }
 }

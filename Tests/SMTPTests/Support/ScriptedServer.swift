@@ -86,14 +86,8 @@ final class ScriptedServer {
         process.standardOutput = stdout
         process.standardError = FileHandle.nullDevice
         try process.run()
-        var output = Data()
-        while !output.contains(UInt8(ascii: "\n")) {
-            let chunk = stdout.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            output += chunk
-        }
-        let line = String(decoding: output, as: UTF8.self)
-        guard line.hasPrefix("PORT "), let p = Int(line.dropFirst(5).prefix { $0.isNumber }) else {
+        let (announced, line) = readAnnouncedPort(stdout)
+        guard let p = announced else {
             reap(process, grace: .zero)
             dir.remove()
             throw HarnessError("scripted server did not start: \(line)")

@@ -32,6 +32,20 @@ struct TempDir {
 /// Not SIGTERM: children started by Foundation's Process here inherit the
 /// test thread's signal mask, in which SIGTERM is blocked, so terminate()
 /// is silently ignored and waitUntilExit() would hang the whole test run.
+/// Reads a helper server's first stdout line, "PORT <n>", and returns the
+/// port (nil if the line is something else) and the line for error messages.
+func readAnnouncedPort(_ stdout: Pipe) -> (port: Int?, line: String) {
+    var output = Data()
+    while !output.contains(UInt8(ascii: "\n")) {
+        let chunk = stdout.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        output += chunk
+    }
+    let line = String(decoding: output, as: UTF8.self)
+    guard line.hasPrefix("PORT ") else { return (nil, line) }
+    return (Int(line.dropFirst(5).prefix { $0.isNumber }), line)
+}
+
 func reap(_ process: Process, grace: Duration = .seconds(2)) {
     let end = ContinuousClock.now + grace
     while process.isRunning && ContinuousClock.now < end { usleep(10_000) }
@@ -213,14 +227,8 @@ final class AiosmtpdServer {
         process.standardError = log
         try process.run()
 
-        var output = Data()
-        while !output.contains(UInt8(ascii: "\n")) {
-            let chunk = stdout.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            output += chunk
-        }
-        let line = String(decoding: output, as: UTF8.self)
-        guard line.hasPrefix("PORT "), let p = Int(line.dropFirst(5).prefix { $0.isNumber }) else {
+        let (announced, line) = readAnnouncedPort(stdout)
+        guard let p = announced else {
             let log = (try? String(contentsOfFile: dir.file("stderr.log"), encoding: .utf8)) ?? ""
             reap(process, grace: .zero)
             dir.remove()
