@@ -58,9 +58,6 @@ extension Application {
         } catch {
             throw APIError(400, "Invalid recipient address: \(error)")
         }
-        if input.subject.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0x00 }) {
-            throw APIError(400, "Subject must not contain CR, LF or NUL characters")
-        }
         if input.message.utf8.contains(0x00) {
             throw APIError(400, "Message must not contain NUL characters")
         }
@@ -86,7 +83,9 @@ extension Application {
         do {
             rendered = try mail.render()
         } catch {
-            throw APIError(400, "Invalid header value: \(error)")
+            // The renderer is the one place header values are checked
+            // (CR, LF or NUL in the subject): "Subject must not contain ...".
+            throw APIError(400, error.description)
         }
 
         let envelope = SMTPEnvelope(sender: sender.address.description, recipients: [recipient.address.description])
