@@ -8,14 +8,18 @@ import Glibc
 /// concurrently from every worker thread, so it must be thread-safe.
 public typealias CGIHandler = @Sendable (CGIRequest) -> CGIResponse
 
-/// A libfcgi responder: `threads` workers, each with its own `FCGX_Request`
-/// blocked in `FCGX_Accept_r` on one shared listening socket.
+/// A libfcgi responder: `threads` workers share one listening socket; each
+/// accepts its own connections (`Acceptor`) and hands them to libfcgi, which
+/// parses the records into its own `FCGX_Request`.
 ///
 /// Shutdown: libfcgi's own SIGTERM handler only sets a flag that a blocked
 /// accept never sees, so `run()` blocks SIGTERM/SIGINT in every thread and
-/// waits for them with `sigwait`. On a signal it shuts the listening socket
-/// down (which wakes every blocked accept), lets requests in flight finish
-/// and returns.
+/// waits for them with `sigwait`. On a signal the workers stop accepting:
+/// each is woken from accept(2) by a signal of its own (`Acceptor`), which
+/// leaves the listening socket untouched, so a socket inherited from systemd
+/// or spawn-fcgi keeps listening for the process that replaces this one.
+/// A socket this process created is also shut down and its file removed.
+/// Requests in flight finish, then `run()` returns.
 public final class FastCGIServer: Sendable {
     public struct Configuration: Sendable {
         public var address: ListenAddress
@@ -23,24 +27,25 @@ public final class FastCGIServer: Sendable {
         public var maxBodyBytes: Int
         /// How long `run()` waits for requests in flight after a signal.
         public var shutdownGrace: Duration
+        /// After answering, how long a worker goes on reading (and
+        /// discarding) request input the application did not read.
+        public var discardDeadline: Duration
 
-        public init(address: ListenAddress, threads: Int = 16, maxBodyBytes: Int = 1 << 20, shutdownGrace: Duration = .seconds(25)) {
+        public init(address: ListenAddress, threads: Int = 16, maxBodyBytes: Int = 1 << 20,
+                    shutdownGrace: Duration = .seconds(25), discardDeadline: Duration = .seconds(2)) {
             self.address = address
             self.threads = threads
             self.maxBodyBytes = maxBodyBytes
             self.shutdownGrace = shutdownGrace
+            self.discardDeadline = discardDeadline
         }
     }
 
     public let configuration: Configuration
     private let handler: CGIHandler
-    private let state = Mutex(State())
-
-    private struct State {
-        var listenFD: Int32 = -1
-        var stopping = false
-        var runningWorkers = 0
-    }
+    private let listener = Mutex<ListeningSocket?>(nil)
+    private let stopping = Atomic<Bool>(false)
+    private let runningWorkers = Atomic<Int>(0)
 
     public init(configuration: Configuration, handler: @escaping CGIHandler) {
         self.configuration = configuration
@@ -49,41 +54,41 @@ public final class FastCGIServer: Sendable {
 
     /// Opens the socket (before anything else, so start-up errors surface at once).
     public func bind() throws(FastCGIError) {
-        let fd = try Listener.open(configuration.address)
-        state.withLock { $0.listenFD = fd }
+        let socket = try ListeningSocket.open(configuration.address)
+        listener.withLock { $0 = socket }
     }
 
     /// Serves until SIGTERM or SIGINT; returns after requests in flight have
     /// finished (or the grace period ran out). `onReady` runs once workers wait.
     public func run(onReady: () -> Void = {}) throws(FastCGIError) {
-        if state.withLock({ $0.listenFD }) < 0 { try bind() }
-        let listenFD = state.withLock { $0.listenFD }
+        if listener.withLock({ $0 == nil }) { try bind() }
+        guard let socket = listener.withLock({ $0 }) else { throw .notListening(-1) }
 
         // Block the signals before FCGX_Init and before any thread exists, so
         // every thread inherits the mask and only sigwait below sees them.
+        // The wake signal is blocked too: a worker unblocks it only while it
+        // waits in accept(2), so it never interrupts a request being served.
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
+        var blocked = signals
+        sigaddset(&blocked, Acceptor.wakeSignal)
         var previous = sigset_t()
-        let maskResult = pthread_sigmask(SIG_BLOCK, &signals, &previous)
+        let maskResult = pthread_sigmask(SIG_BLOCK, &blocked, &previous)
         guard maskResult == 0 else { throw .systemCall("pthread_sigmask", maskResult) }
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         // A peer that hangs up mid-response must not kill the process.
         signal(SIGPIPE, SIG_IGN)
+        try Acceptor.installWakeHandler()
 
         let initResult = FCGX_Init()
         guard initResult == 0 else { throw .libfcgi("FCGX_Init", initResult) }
 
-        // libfcgi's close lingers (shutdown, poll up to 2 s for the peer's
-        // EOF) so a TCP RST cannot destroy an unread response. A Unix socket
-        // delivers queued data before any reset, so there the worker closes
-        // at once and is free for the next request (~7% CPU in make bench).
-        let isUnix = Listener.isUnixSocket(listenFD)
         var threads: [pthread_t] = []
-        for index in 0..<max(1, configuration.threads) {
-            let worker = Worker(server: self, listenFD: listenFD, index: index, closeWithoutLingering: isUnix)
-            state.withLock { $0.runningWorkers += 1 }
+        for _ in 0..<max(1, configuration.threads) {
+            let worker = Worker(server: self, acceptor: Acceptor(socket: socket))
+            runningWorkers.add(1, ordering: .sequentiallyConsistent)
             let box = Unmanaged.passRetained(worker).toOpaque()
             var thread = pthread_t()
             let created = pthread_create(&thread, nil, { raw in
@@ -93,8 +98,9 @@ public final class FastCGIServer: Sendable {
             }, box)
             guard created == 0 else {
                 Unmanaged<Worker>.fromOpaque(box).release()
-                state.withLock { $0.runningWorkers -= 1 }
+                runningWorkers.subtract(1, ordering: .sequentiallyConsistent)
                 stopAccepting()
+                wake(threads, until: .now.advanced(by: configuration.shutdownGrace))
                 throw .systemCall("pthread_create", created)
             }
             threads.append(thread)
@@ -108,35 +114,38 @@ public final class FastCGIServer: Sendable {
             if waited != EINTR { break }
         }
         stopAccepting()
-
         // Requests in flight finish on their own threads; wait for them, but
         // not forever: a stuck SMTP exchange must not block the exit.
-        let deadline = ContinuousClock.now.advanced(by: configuration.shutdownGrace)
-        while state.withLock({ $0.runningWorkers }) > 0, ContinuousClock.now < deadline {
-            usleep(20_000)
-        }
-        if state.withLock({ $0.runningWorkers }) == 0 {
+        if wake(threads, until: .now.advanced(by: configuration.shutdownGrace)) {
             for thread in threads { pthread_join(thread, nil) }
         }
     }
 
-    /// Stops accepting: wakes every worker blocked in accept. Safe to call twice.
+    /// Stops accepting. A socket this process created is shut down (which
+    /// refuses new connections at once) and its file removed; an inherited
+    /// one is left listening for whoever takes over. Safe to call twice.
     public func stopAccepting() {
-        let fd: Int32 = state.withLock { state in
-            if state.stopping { return -1 }
-            state.stopping = true
-            return state.listenFD
-        }
-        guard fd >= 0 else { return }
-        // shutdown() makes blocked accept() calls return at once on Linux;
-        // close() alone would not.
-        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
-        if case .unix(let path, _) = configuration.address { unlink(path) }
+        guard !stopping.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        listener.withLock { $0?.stopListening() }
     }
 
-    var isStopping: Bool { state.withLock { $0.stopping } }
+    var isStopping: Bool { stopping.load(ordering: .sequentiallyConsistent) }
 
-    fileprivate func workerFinished() { state.withLock { $0.runningWorkers -= 1 } }
+    /// Signals every worker until all have returned or `deadline` passed.
+    /// A worker between its stop check and accept(2) misses one signal, so
+    /// it is sent again; workers busy with a request keep it pending (blocked)
+    /// until they next wait. Returns whether every worker finished.
+    @discardableResult
+    private func wake(_ threads: [pthread_t], until deadline: ContinuousClock.Instant) -> Bool {
+        while runningWorkers.load(ordering: .sequentiallyConsistent) > 0 {
+            guard ContinuousClock.now < deadline else { return false }
+            for thread in threads { pthread_kill(thread, Acceptor.wakeSignal) }
+            usleep(10_000)
+        }
+        return true
+    }
+
+    fileprivate func workerFinished() { runningWorkers.subtract(1, ordering: .sequentiallyConsistent) }
 
     fileprivate func handle(_ request: CGIRequest) -> CGIResponse { handler(request) }
 }
@@ -146,35 +155,40 @@ public final class FastCGIServer: Sendable {
 /// buffer is reused across requests.
 private final class Worker {
     let server: FastCGIServer
-    let listenFD: Int32
-    let index: Int
-    let closeWithoutLingering: Bool
+    let acceptor: Acceptor
 
-    init(server: FastCGIServer, listenFD: Int32, index: Int, closeWithoutLingering: Bool) {
+    init(server: FastCGIServer, acceptor: Acceptor) {
         self.server = server
-        self.listenFD = listenFD
-        self.index = index
-        self.closeWithoutLingering = closeWithoutLingering
+        self.acceptor = acceptor
     }
 
     func run() {
         defer { server.workerFinished() }
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
-        guard FCGX_InitRequest(request, listenFD, 0) == 0 else { return }
+        // No listening socket for libfcgi (-1): it must never block in an
+        // accept of its own, which nothing could wake. Given a connection it
+        // parses it; on a broken one its retry fails at once (EBADF).
+        guard FCGX_InitRequest(request, -1, 0) == 0 else { return }
+        defer { FCGX_Free(request, 1) }
         var output: [UInt8] = []
         output.reserveCapacity(4096)
-        var failures = 0
-        while !server.isStopping {
-            let accepted = FCGX_Accept_r(request)
-            if accepted < 0 {
-                if server.isStopping { break }
-                // A transient accept failure (e.g. EMFILE): back off, don't spin.
-                failures += 1
-                usleep(UInt32(min(failures, 50)) * 10_000)
-                continue
-            }
-            failures = 0
+        while let connection = acceptor.accept(while: { !server.isStopping }) {
+            request.pointee.ipcFd = connection
+            serve(connection: request, output: &output)
+        }
+    }
+
+    /// Serves the requests of one connection: one, unless the web server
+    /// keeps connections open (`fastcgi_keep_conn on`).
+    private func serve(connection request: UnsafeMutablePointer<FCGX_Request>, output: inout [UInt8]) {
+        repeat {
+            // FCGX_Accept_r first finishes the previous request, which closes
+            // the connection unless it is marked kept: mark it, so the
+            // connection just handed over survives; libfcgi then reads the
+            // request's own keep-alive flag from its FCGI_BEGIN_REQUEST.
+            request.pointee.keepConnection = 1
+            guard FCGX_Accept_r(request) == 0 else { return }  // libfcgi closed it
             let cgiRequest = readRequest(request)
             let response = server.handle(cgiRequest)
             output.removeAll(keepingCapacity: true)
@@ -186,10 +200,32 @@ private final class Worker {
                     _ = FCGX_PutStr(chars.baseAddress, Int32(chars.count), request.pointee.out)
                 }
             }
-            if closeWithoutLingering { request.pointee.detached = 1 }
-            FCGX_Finish_r(request)
+            if case .complete = cgiRequest.body {
+                finish(request, bodyReadWhole: true)
+            } else {
+                finish(request, bodyReadWhole: false)
+            }
+        } while request.pointee.ipcFd >= 0 && !server.isStopping
+    }
+
+    /// Delivers the answer whole, then closes (or keeps) the connection.
+    ///
+    /// Closing a socket whose input is not all read makes the kernel reset
+    /// the connection, and the web server may then lose the answer (a 502,
+    /// or a cut-off body). So the answer goes out first (closing the writers
+    /// sends FCGI_END_REQUEST). Where the body was read whole, the request's
+    /// end record follows right behind it and the connection closes at once.
+    /// Otherwise (a body refused unread, or cut short) `InputDrain` ends it.
+    private func finish(_ request: UnsafeMutablePointer<FCGX_Request>, bodyReadWhole: Bool) {
+        FCGX_FClose(request.pointee.err)
+        FCGX_FClose(request.pointee.out)
+        if !(bodyReadWhole && InputDrain.reachEnd(of: request)) {
+            InputDrain.discardUntilPeerCloses(request, within: server.configuration.discardDeadline)
         }
-        FCGX_Free(request, 0)
+        // Nothing is left unread, or the lingering is done: libfcgi's own
+        // lingering close (shut down, poll up to 2 s) has nothing to add.
+        request.pointee.detached = 1
+        FCGX_Finish_r(request)
     }
 
     private func readRequest(_ request: UnsafeMutablePointer<FCGX_Request>) -> CGIRequest {
@@ -225,13 +261,51 @@ private final class Worker {
         var received = 0
         body.withUnsafeMutableBufferPointer { buffer in
             while received < length, let base = buffer.baseAddress {
-                let chunk = (base + received).withMemoryRebound(to: CChar.self, capacity: length - received) {
-                    FCGX_GetStr($0, Int32(length - received), stream)
+                // libfcgi counts in Int32: ask for at most 1 MiB at a time.
+                let wanted = min(length - received, 1 << 20)
+                let chunk = (base + received).withMemoryRebound(to: CChar.self, capacity: wanted) {
+                    FCGX_GetStr($0, Int32(wanted), stream)
                 }
                 if chunk <= 0 { break }
                 received += Int(chunk)
             }
         }
         return received == length ? .complete(body) : .incomplete(declared: length, received: received)
+    }
+}
+
+/// Reading what is left of a request's input (FCGI_STDIN) after the answer.
+enum InputDrain {
+    /// With the body read whole, reads the end-of-input record, which the
+    /// web server sends right behind the body (usually it is in libfcgi's
+    /// buffer already). True when the input ended exactly there.
+    static func reachEnd(of request: UnsafeMutablePointer<FCGX_Request>) -> Bool {
+        guard let input = request.pointee.in else { return true }
+        return FCGX_GetChar(input) == EOF && FCGX_GetError(input) == 0
+    }
+
+    /// The lingering close, for input left unread: shut down our side (the
+    /// web server sees the answer end and closes), then read and discard
+    /// until it has closed or `deadline` passed, so the close that follows
+    /// resets nothing. Discarded bytes go through one fixed scratch buffer.
+    /// The connection is not kept, whatever the web server asked.
+    static func discardUntilPeerCloses(_ request: UnsafeMutablePointer<FCGX_Request>, within deadline: Duration) {
+        request.pointee.keepConnection = 0
+        let fd = request.pointee.ipcFd
+        guard shutdown(fd, Int32(SHUT_WR)) == 0 else { return }
+        let until = ContinuousClock.now.advanced(by: deadline)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64 * 1024) { scratch in
+            while true {
+                let left = until - ContinuousClock.now
+                guard left > .zero else { return }
+                var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let polled = poll(&ready, 1, Int32(left / .milliseconds(1)) + 1)
+                if polled < 0 && errno == EINTR { continue }
+                guard polled > 0 else { return }
+                let count = read(fd, scratch.baseAddress, scratch.count)
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { return }  // the peer closed (or reset): done
+            }
+        }
     }
 }
