@@ -52,6 +52,6 @@ let package = Package(
         .testTarget(name: "StoreTests", dependencies: ["Store", "Tokens"]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
         .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Tokens", "Store"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["Tokens"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Tokens"], exclude: ["Fixtures"]),
     ]
 )

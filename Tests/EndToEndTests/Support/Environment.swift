@@ -50,6 +50,9 @@ final class E2E: Sendable {
         }
     }()
 
+    /// The environment's start-up outcome, for fixtures built on it (call `get()` first).
+    static var sharedResult: Result<E2E, HarnessError> { shared }
+
     /// The environment, started on first use.
     static func get() async throws -> E2E {
         try await blocking { try shared.get() }

@@ -103,10 +103,12 @@ final class Child: Sendable {
         self.stderrPath = stderrPath
     }
 
-    /// Starts `executable` in its own process group.
+    /// Starts `executable` in its own process group. `listeningSocket`, when
+    /// given, becomes the child's fd 3, as systemd socket activation passes it.
     static func spawn(_ executable: String, _ arguments: [String], stdin: String = "/dev/null",
                       stdout: String, stderr: String, environment: [String: String]? = nil,
-                      removingEnvironment: Set<String> = [], name: String? = nil) throws -> Child {
+                      removingEnvironment: Set<String> = [], listeningSocket: Int32? = nil,
+                      name: String? = nil) throws -> Child {
         var env = environment ?? ProcessInfo.processInfo.environment
         if environment == nil { for key in removingEnvironment { env[key] = nil } }
         var actions = posix_spawn_file_actions_t()
@@ -115,6 +117,10 @@ final class Child: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        if let listeningSocket {
+            // dup2 clears close-on-exec on fd 3 (the caller's fd is never 3: see InheritableSocket).
+            posix_spawn_file_actions_adddup2(&actions, listeningSocket, 3)
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

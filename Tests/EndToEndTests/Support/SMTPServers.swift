@@ -100,6 +100,22 @@ final class CaptureServer: Sendable {
         return try await waitForMessage(containing: id, timeout: timeout)
     }
 
+    /// How many spooled messages carry each subject in `subjects`, once
+    /// every one has arrived (or `timeout` passed): one read of the spool.
+    func deliveries(ofSubjects subjects: Set<String>, timeout: Double = 20) async throws -> [String: Int] {
+        try await blocking {
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                var counts: [String: Int] = [:]
+                for message in self.allMessages() {
+                    if let subject = message.rawSubject, subjects.contains(subject) { counts[subject, default: 0] += 1 }
+                }
+                if counts.count == subjects.count || Date() >= deadline { return counts }
+                usleep(50_000)
+            }
+        }
+    }
+
     func stop() { child.stop() }
 }
 
@@ -140,6 +156,15 @@ struct CapturedMessage: Sendable {
         }
         if start < raw.endIndex { lines.append(raw[start...]) }
         return lines
+    }
+
+    /// The Subject header's raw value (unfolded ASCII subjects only).
+    var rawSubject: String? {
+        let key = Array("\r\nSubject: ".utf8)
+        guard let found = raw.firstRange(of: key) else { return nil }
+        let rest = raw[found.upperBound...]
+        let end = rest.firstIndex(of: 13) ?? rest.endIndex
+        return String(decoding: rest[..<end], as: UTF8.self)
     }
 
     /// A CR not followed by LF, or an LF not preceded by CR.
