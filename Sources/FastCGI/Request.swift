@@ -40,12 +40,22 @@ public struct CGIResponse: Sendable, Equatable {
     }
 
     public static func == (lhs: CGIResponse, rhs: CGIResponse) -> Bool {
-        lhs.status == rhs.status && lhs.body == rhs.body
-            && lhs.headers.map { "\($0.name): \($0.value)" } == rhs.headers.map { "\($0.name): \($0.value)" }
+        lhs.status == rhs.status && lhs.body == rhs.body && lhs.headers.count == rhs.headers.count
+            && zip(lhs.headers, rhs.headers).allSatisfy {
+                $0.name.utf8.elementsEqual($1.name.utf8) && $0.value.utf8.elementsEqual($1.value.utf8)
+            }
     }
 
+    /// The first header named `name`, ASCII letters in either case, compared
+    /// as UTF-8 bytes (String's `lowercased() ==` normalises Unicode, which
+    /// is quadratic on a long run of combining marks).
     public func header(_ name: String) -> String? {
-        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+        headers.first { Self.headerNamesMatch($0.name, name) }?.value
+    }
+
+    static func headerNamesMatch(_ a: String, _ b: String) -> Bool {
+        func lowered(_ byte: UInt8) -> UInt8 { (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }
+        return a.utf8.count == b.utf8.count && a.utf8.elementsEqual(b.utf8) { lowered($0) == lowered($1) }
     }
 
     /// Appends the CGI wire form to `buffer` (reused per worker thread).

@@ -6,8 +6,14 @@
 /// refused (`{"alg":"HS256","alg":"none"}` must not mean different things to
 /// different readers), nesting is bounded, and invalid UTF-8 is an error
 /// rather than a replacement character.
+///
+/// Member names and strings are compared by their UTF-8 bytes (RFC 8259
+/// §8.3), never with `String`'s `==`, whose Unicode normalisation is
+/// quadratic on hostile input (see `utf8Equals`): "é" (U+00E9) and
+/// "e" + U+0301 are different keys.
 public enum JSONValue: Equatable, Sendable {
-    /// Members in document order (keys are unique: the parser refuses duplicates).
+    /// Members in document order (keys are unique by their bytes: the parser
+    /// refuses duplicates).
     case object([(String, JSONValue)])
     case array([JSONValue])
     case string(String)
@@ -18,20 +24,20 @@ public enum JSONValue: Equatable, Sendable {
     public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
         case (.object(let a), .object(let b)):
-            a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+            a.count == b.count && zip(a, b).allSatisfy { $0.0.utf8Equals($1.0) && $0.1 == $1.1 }
         case (.array(let a), .array(let b)): a == b
-        case (.string(let a), .string(let b)): a == b
-        case (.number(let a), .number(let b)): a == b
+        case (.string(let a), .string(let b)): a.utf8Equals(b)
+        case (.number(let a), .number(let b)): a.utf8Equals(b)
         case (.bool(let a), .bool(let b)): a == b
         case (.null, .null): true
         default: false
         }
     }
 
-    /// The member named `key` when this is an object.
+    /// The member named exactly `key` (same UTF-8 bytes) when this is an object.
     public subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
-        return members.first { $0.0 == key }?.1
+        return members.first { $0.0.utf8Equals(key) }?.1
     }
 
     public var isObject: Bool {
@@ -123,14 +129,15 @@ public struct JSONParser {
     private mutating func parseObject(depth: Int) throws(JSONError) -> JSONValue {
         index += 1
         var members: [(String, JSONValue)] = []
-        var seen = Set<String>()
+        // By bytes: linear whatever the keys hold (String hashing is not).
+        var seen = Set<UTF8Key>()
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let key = try parseString()
-            guard seen.insert(key).inserted else { throw error("duplicate key \"\(key.prefix(64))\"") }
+            guard seen.insert(UTF8Key(key)).inserted else { throw error("duplicate key \"\(key.excerpt())\"") }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1

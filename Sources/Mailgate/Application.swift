@@ -58,13 +58,17 @@ public final class Application: Sendable {
     }
 
     private func route(method: String, path: String?, request: CGIRequest, outcome: inout Outcome) throws(APIError) -> CGIResponse {
+        // Matched by bytes (a `switch` on String would use String ==, whose
+        // Unicode normalisation is quadratic on hostile input).
         let route: Route
-        switch path {
-        case "/token": route = .token
-        case "/smtp/send-email": route = .sendEmail
-        default: throw .notFound
+        if let path, path.utf8Equals("/token") {
+            route = .token
+        } else if let path, path.utf8Equals("/smtp/send-email") {
+            route = .sendEmail
+        } else {
+            throw .notFound
         }
-        guard method == "POST" else { throw .methodNotAllowed(allow: "POST") }
+        guard method.utf8Equals("POST") else { throw .methodNotAllowed(allow: "POST") }
         switch route {
         case .token: return try issueToken(request, outcome: &outcome)
         case .sendEmail: return try sendEmail(request, outcome: &outcome)
@@ -80,12 +84,13 @@ public final class Application: Sendable {
         } else {
             path = (request[param: "SCRIPT_NAME"] ?? "") + (request[param: "PATH_INFO"] ?? "")
             if path.isEmpty, let uri = request[param: "REQUEST_URI"] {
-                path = String(uri.prefix { $0 != "?" })
+                path = String(uri[..<(uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex)])
             }
         }
+        // Bytes, not Characters: the path comes from the client.
         if !basePath.isEmpty {
-            guard path.hasPrefix(basePath) else { return nil }
-            path.removeFirst(basePath.count)
+            guard path.utf8.starts(with: basePath.utf8) else { return nil }
+            path = String(path[path.utf8.index(path.startIndex, offsetBy: basePath.utf8.count)...])
         }
         return path
     }

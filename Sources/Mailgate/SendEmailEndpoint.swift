@@ -25,7 +25,8 @@ struct SendEmailBody {
         }
         var problems: [(type: String, location: [String], message: String)] = []
         func field(_ name: String) -> String? {
-            guard let member = members.first(where: { $0.0 == name }) else {
+            // By bytes, not String ==: linear on any key (see `utf8Equals`).
+            guard let member = members.first(where: { $0.0.utf8Equals(name) }) else {
                 problems.append(("missing", ["body", name], "Field required"))
                 return nil
             }
@@ -109,9 +110,11 @@ extension Application {
     /// with `WWW-Authenticate: Bearer`; the reason goes to the log only.
     private func authenticate(_ request: CGIRequest) throws(APIError) -> Credentials {
         guard let header = request[param: "HTTP_AUTHORIZATION"] else { throw .notAuthenticated }
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .notAuthenticated }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        // Split and compared as bytes: Character-wise splitting and String ==
+        // are quadratic on a long run of combining marks.
+        let parts = header.utf8.split(separator: UInt8(ascii: " "), maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, ASCIIBytes.equals(parts[0], ignoringCase: "bearer") else { throw .notAuthenticated }
+        let token = Substring(parts[1]).trimmingCharacters(in: .whitespaces)
         guard !token.isEmpty else { throw .notAuthenticated }
 
         let claims: TokenClaims

@@ -1,5 +1,6 @@
 import FastCGI
 import Foundation
+import JSON
 import Store
 import Tokens
 
@@ -11,16 +12,18 @@ extension Application {
         if let bodyError = APIError.body(request.body) { throw bodyError }
         guard case .complete(let body) = request.body else { throw APIError(400, "Request body missing") }
 
-        let contentType = (request[param: "CONTENT_TYPE"] ?? "").lowercased()
-        guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
+        // Client-sent strings are matched by bytes only (JSON's `utf8Equals`):
+        // String comparison and hashing are quadratic on hostile input.
+        let contentType = request[param: "CONTENT_TYPE"] ?? ""
+        guard ASCIIBytes.hasPrefix(contentType.utf8, ignoringCase: "application/x-www-form-urlencoded") else {
             throw .validation([
                 ("missing", ["body", "username"], "Field required"),
                 ("missing", ["body", "password"], "Field required"),
             ])
         }
-        let fields: [String: String]
+        let fields: FormFields
         do {
-            fields = try FormDecoding.decode(body)
+            fields = try FormDecoding.decode(body, keeping: ["username", "password", "grant_type"])
         } catch .duplicateField(let name) {
             throw .validation([("duplicate", ["body", name], "Field given more than once")])
         } catch {
@@ -29,7 +32,7 @@ extension Application {
         var problems: [(type: String, location: [String], message: String)] = []
         if fields["username"] == nil { problems.append(("missing", ["body", "username"], "Field required")) }
         if fields["password"] == nil { problems.append(("missing", ["body", "password"], "Field required")) }
-        if let grant = fields["grant_type"], grant != "password" {
+        if let grant = fields["grant_type"], !grant.utf8Equals("password") {
             problems.append(("string_pattern_mismatch", ["body", "grant_type"], "String should match pattern '^password$'"))
         }
         guard problems.isEmpty, let username = fields["username"], let password = fields["password"] else {

@@ -95,7 +95,9 @@ public struct TokenSigner: Sendable {
         // Header: strict base64url, a JSON object, alg exactly "HS256".
         guard let headerBytes = Base64Codec.url.decode(segments[0]),
               let header = try? JSONParser.parse(headerBytes), header.isObject else { throw .malformed }
-        guard case .string(let alg)? = header["alg"], alg == "HS256" else { throw .unsupportedAlgorithm }
+        // By bytes: String == normalises, which is quadratic on hostile input
+        // (and "HS256" must mean exactly these five bytes).
+        guard case .string(let alg)? = header["alg"], alg.utf8Equals("HS256") else { throw .unsupportedAlgorithm }
         // RFC 7515 §4.1.11: extensions we do not understand marked critical
         // mean the token must be rejected.
         guard header["crit"] == nil else { throw .malformed }
