@@ -1,15 +1,22 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Linux only: the code calls Glibc directly (see Sources/Posix).
+//
 // Module layers (each depends only on those below it):
-//   mailgate (CLI) -> Mailgate (routes, errors, config)
-//   Mailgate -> FastCGI, SMTP, MIME, Tokens, Store
-//   Store -> Tokens (secret sealing), GRDB
-//   Tokens, Mailgate -> JSON (strict reader/writer)
-//   FastCGI -> CFastCGI (libfcgi);  SMTP, Tokens -> COpenSSL
+//   mailgate (CLI)  -> Mailgate, and the modules its commands use
+//   Mailgate        the application: routes, decoding, errors, request log
+//   FastCGI         libfcgi workers, plain requests and responses, CGI fallback
+//   SMTP            SMTP client: byte stream, session, pool (OpenSSL for TLS)
+//   Store           users, integrations, logins (GRDB/SQLite)
+//   MIME            addresses, headers, encodings, message rendering
+//   Crypto          HMAC, PBKDF2, AES-GCM, HS256 tokens, key files (OpenSSL)
+//   JSON            strict JSON reader/writer, byte-wise name comparison
+//   Base64          RFC 4648 codecs (standard, unpadded, url)
+//   Posix           the system-call funnel: EINTR, errno -> SystemCallError
+//   CFastCGI, COpenSSL  system libraries
 let package = Package(
     name: "Mailgate",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "mailgate", targets: ["mailgate"]),
     ],
@@ -27,31 +34,34 @@ let package = Package(
             name: "COpenSSL",
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
-        .target(name: "FastCGI", dependencies: ["CFastCGI"]),
+        .target(name: "Posix"),
+        .target(name: "Base64"),
+        .target(name: "FastCGI", dependencies: ["CFastCGI", "Posix"]),
         .target(name: "JSON"),
-        .target(name: "Tokens", dependencies: ["COpenSSL", "JSON"]),
+        .target(name: "Crypto", dependencies: ["COpenSSL", "JSON", "Base64", "Posix"]),
         .target(name: "MIME"),
-        .target(name: "SMTP", dependencies: ["COpenSSL"]),
+        .target(name: "SMTP", dependencies: ["COpenSSL", "Posix"]),
         .target(name: "Store", dependencies: [
-            "Tokens",
+            "Crypto",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
-            "FastCGI", "SMTP", "MIME", "Tokens", "Store", "JSON",
+            "FastCGI", "SMTP", "MIME", "Crypto", "Store", "JSON",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "mailgate", dependencies: [
-            "Mailgate", "Store", "Tokens", "SMTP", "FastCGI",
+            "Mailgate", "Store", "Crypto", "SMTP", "MIME", "FastCGI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
-        .testTarget(name: "TokensTests", dependencies: ["Tokens"]),
+        .testTarget(name: "Base64Tests", dependencies: ["Base64"]),
+        .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Base64"]),
         .testTarget(name: "MIMETests", dependencies: ["MIME"]),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "Tokens"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "Crypto"]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
-        .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Tokens", "Store"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["Tokens"], exclude: ["Fixtures"]),
+        .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Crypto", "Store"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Crypto", "Base64"], exclude: ["Fixtures"]),
     ]
 )

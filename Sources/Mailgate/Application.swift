@@ -5,7 +5,7 @@ import Logging
 import MIME
 import SMTP
 import Store
-import Tokens
+import Crypto
 
 /// The HTTP application: routes a plain CGI request to its handler and turns
 /// every outcome, good or bad, into a JSON response and one log line.

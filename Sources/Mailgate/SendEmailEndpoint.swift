@@ -4,7 +4,7 @@ import Foundation
 import MIME
 import SMTP
 import Store
-import Tokens
+import Crypto
 
 /// The validated body of `POST /smtp/send-email`.
 struct SendEmailBody {

@@ -2,7 +2,7 @@ import FastCGI
 import Foundation
 import JSON
 import Store
-import Tokens
+import Crypto
 
 extension Application {
     /// `POST /token`: OAuth2 password grant. Unknown users cost the same KDF

@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import Synchronization
-import Tokens
+import Crypto
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,7 +2,7 @@
 // SQLite database (GRDB, WAL), shared by the server and the CLI.
 import Foundation
 import GRDB
-import Tokens
+import Crypto
 
 /// Store failures. Descriptions carry usernames and SQLite's message but
 /// never password hashes, SMTP passwords or sealed bytes.

@@ -5,7 +5,7 @@ import Logging
 import Mailgate
 import SMTP
 import Store
-import Tokens
+import Crypto
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(

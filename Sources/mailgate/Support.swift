@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Store
-import Tokens
+import Crypto
 #if canImport(Glibc)
 import Glibc
 #endif

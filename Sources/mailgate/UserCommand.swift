@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Store
-import Tokens
+import Crypto
 
 struct UserCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Tokens
+import Crypto
 
 /// One user with a working integration, shared by the hostile-token tests
 /// (they never change its state). Created on first use.

@@ -5,7 +5,7 @@ import Logging
 import SMTP
 import Store
 import Synchronization
-import Tokens
+import Crypto
 
 /// A transport that records what it was asked to send and answers as scripted.
 final class RecordingTransport: MailTransport {

@@ -2,7 +2,7 @@ import FastCGI
 import Foundation
 @testable import Mailgate
 import Testing
-import Tokens
+import Crypto
 
 @Suite struct TokenEndpointTests {
     func login(_ fixture: AppFixture, _ form: String) -> CGIResponse {

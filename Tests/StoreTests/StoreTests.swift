@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import Store
-import Tokens
+import Crypto
 
 /// A fresh database file in its own directory, removed at the end.
 final class TemporaryStore {

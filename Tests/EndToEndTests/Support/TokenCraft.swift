@@ -1,14 +1,15 @@
+import Base64
 import Foundation
-import Tokens
+import Crypto
 
 /// Hand-made JWTs: any header, any payload, any key, any encoding mistake.
 enum TokenCraft {
     static let hs256Header = #"{"alg":"HS256","typ":"JWT"}"#
 
-    static func encode(_ text: String) -> String { Base64URL.encode(Array(text.utf8)) }
+    static func encode(_ text: String) -> String { Base64.url.encode(Array(text.utf8)) }
 
     static func mac(_ signingInput: String, key: [UInt8]) throws -> String {
-        Base64URL.encode(try Crypto.hmacSHA256(key: key, message: Array(signingInput.utf8)))
+        Base64.url.encode(try Crypto.hmacSHA256(key: key, message: Array(signingInput.utf8)))
     }
 
     /// `header.payload.HMAC-SHA256(key, header.payload)`, segments base64url.

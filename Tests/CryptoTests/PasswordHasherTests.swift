@@ -1,5 +1,5 @@
 import Testing
-@testable import Tokens
+@testable import Crypto
 
 @Suite struct PasswordHasherTests {
     let fast = PasswordHasher(iterations: 1_000)

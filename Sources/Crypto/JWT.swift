@@ -1,3 +1,4 @@
+import Base64
 import JSON
 /// The claims Mailgate puts in, and reads from, its bearer tokens.
 public struct TokenClaims: Sendable, Equatable {
@@ -60,7 +61,7 @@ public struct TokenSigner: Sendable {
     private let key: [UInt8]
 
     /// The fixed header every token we issue carries: `{"alg":"HS256","typ":"JWT"}`.
-    private static let encodedHeader = Base64URL.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+    private static let encodedHeader = Base64.url.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
 
     public init(key: [UInt8]) throws(TokenError) {
         guard key.count >= Self.minimumKeyLength else { throw .keyTooShort }
@@ -76,9 +77,9 @@ public struct TokenSigner: Sendable {
         payload += ",\"iat\":\(claims.issuedAt),\"exp\":\(claims.expiresAt),\"ver\":\(claims.version)"
         if let nbf = claims.notBefore { payload += ",\"nbf\":\(nbf)" }
         payload += "}"
-        let signingInput = Self.encodedHeader + "." + Base64URL.encode(Array(payload.utf8))
+        let signingInput = Self.encodedHeader + "." + Base64.url.encode(Array(payload.utf8))
         let mac = try Crypto.hmacSHA256(key: key, message: Array(signingInput.utf8))
-        return signingInput + "." + Base64URL.encode(mac)
+        return signingInput + "." + Base64.url.encode(mac)
     }
 
     /// Checks a received token and returns its claims. See `TokenError` for
@@ -93,7 +94,7 @@ public struct TokenSigner: Sendable {
         guard segments.count == 3 else { throw .malformed }
 
         // Header: strict base64url, a JSON object, alg exactly "HS256".
-        guard let headerBytes = Base64Codec.url.decode(segments[0]),
+        guard let headerBytes = Base64.url.decode(segments[0]),
               let header = try? JSONParser.parse(headerBytes), header.isObject else { throw .malformed }
         // By bytes: String == normalises, which is quadratic on hostile input
         // (and "HS256" must mean exactly these five bytes).
@@ -103,7 +104,7 @@ public struct TokenSigner: Sendable {
         guard header["crit"] == nil else { throw .malformed }
 
         // Signature over exactly the received bytes.
-        guard let signature = Base64Codec.url.decode(segments[2]) else { throw .malformed }
+        guard let signature = Base64.url.decode(segments[2]) else { throw .malformed }
         guard !signature.isEmpty else { throw .badSignature }
         let signingInput = Array(bytes[..<segments[1].endIndex])
         let expected: [UInt8]
@@ -115,7 +116,7 @@ public struct TokenSigner: Sendable {
         guard Crypto.constantTimeEquals(expected, signature) else { throw .badSignature }
 
         // Payload: authenticated now, so parse it.
-        guard let payloadBytes = Base64Codec.url.decode(segments[1]),
+        guard let payloadBytes = Base64.url.decode(segments[1]),
               let payload = try? JSONParser.parse(payloadBytes), payload.isObject else { throw .malformed }
 
         guard let subValue = payload["sub"] else { throw .missingClaim("sub") }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Tokens
+import Crypto
 
 func temporaryDirectory() throws -> String {
     let path = FileManager.default.temporaryDirectory

@@ -1,6 +1,6 @@
-// Tokens module: the cryptographic primitives Mailgate relies on (HMAC,
+// Crypto module: the cryptographic primitives Mailgate relies on (HMAC,
 // randomness, PBKDF2, AES-GCM through OpenSSL), HS256 tokens, password
-// hashing and key files. See DESIGN.md, "Rules that are not up for trade".
+// hashing and key files.
 import COpenSSL
 
 /// A failure of a cryptographic operation. The description names the

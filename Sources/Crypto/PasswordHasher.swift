@@ -1,3 +1,4 @@
+import Base64
 /// Password hashing with PBKDF2-HMAC-SHA256, stored as a PHC string:
 /// `$pbkdf2-sha256$i=600000$<salt>$<hash>` where salt and hash use the PHC
 /// "B64" encoding (standard base64 alphabet, no padding).
@@ -27,7 +28,7 @@ public struct PasswordHasher: Sendable {
         let salt = try Crypto.randomBytes(Self.saltLength)
         let derived = try Crypto.pbkdf2SHA256(password: Array(password.utf8), salt: salt,
                                               iterations: iterations, keyLength: Self.hashLength)
-        return "$\(Self.algorithmID)$i=\(iterations)$\(Base64Codec.standard.encode(salt))$\(Base64Codec.standard.encode(derived))"
+        return "$\(Self.algorithmID)$i=\(iterations)$\(Base64.standardUnpadded.encode(salt))$\(Base64.standardUnpadded.encode(derived))"
     }
 
     /// True iff `phc` is a well-formed hash of `password`. Uses the
@@ -85,8 +86,8 @@ public struct PasswordHasher: Sendable {
               digits.first != UInt8(ascii: "0"),
               let iterations = Int(String(decoding: digits, as: UTF8.self)),
               iterations <= maximumIterations else { return nil }
-        guard let salt = Base64Codec.standard.decode(fields[3]), salt.count >= 8, salt.count <= 64,
-              let hash = Base64Codec.standard.decode(fields[4]), hash.count >= 16, hash.count <= 64 else { return nil }
+        guard let salt = Base64.standardUnpadded.decode(fields[3]), salt.count >= 8, salt.count <= 64,
+              let hash = Base64.standardUnpadded.decode(fields[4]), hash.count >= 16, hash.count <= 64 else { return nil }
         return Parsed(iterations: iterations, salt: salt, hash: hash)
     }
 }

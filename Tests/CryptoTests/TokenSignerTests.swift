@@ -1,11 +1,12 @@
+import Base64
 import Testing
-import Tokens
+import Crypto
 
 /// Builds a token with arbitrary header/payload text, signed with `key`,
 /// to reach verify()'s checks past the signature.
 func forge(header: String, payload: String, key: [UInt8]) throws -> String {
-    let input = Base64URL.encode(bytes(header)) + "." + Base64URL.encode(bytes(payload))
-    return input + "." + Base64URL.encode(try Crypto.hmacSHA256(key: key, message: bytes(input)))
+    let input = Base64.url.encode(bytes(header)) + "." + Base64.url.encode(bytes(payload))
+    return input + "." + Base64.url.encode(try Crypto.hmacSHA256(key: key, message: bytes(input)))
 }
 
 let testKey = [UInt8](repeating: 0x42, count: 32)
@@ -32,15 +33,15 @@ func verifyError(_ token: String, now: Int64 = now, leeway: Int64 = 30) throws -
     static let jwkK = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"
 
     @Test func macOverSigningInput() throws {
-        let key = try #require(Base64URL.decode(Self.jwkK))
+        let key = try #require(Base64.url.decode(Self.jwkK))
         #expect(key.count == 64)
         let parts = Self.token.split(separator: ".")
         let mac = try Crypto.hmacSHA256(key: key, message: bytes(parts[0] + "." + parts[1]))
-        #expect(Base64URL.encode(mac) == String(parts[2]))
+        #expect(Base64.url.encode(mac) == String(parts[2]))
     }
 
     @Test func verifyGetsPastSignatureToMissingSub() throws {
-        let key = try #require(Base64URL.decode(Self.jwkK))
+        let key = try #require(Base64.url.decode(Self.jwkK))
         let signer = try TokenSigner(key: key)
         // The example's exp (1300819380) is in 2011: check just before it.
         #expect(throws: TokenError.missingClaim("sub")) {
@@ -70,19 +71,19 @@ func verifyError(_ token: String, now: Int64 = now, leeway: Int64 = 30) throws -
 
     @Test func payloadShape() throws {
         let token = try signer().sign(TokenClaims(subject: "bob", issuedAt: 10, expiresAt: 20, version: 3))
-        let payload = try #require(Base64URL.decode(token.split(separator: ".")[1]))
+        let payload = try #require(Base64.url.decode(token.split(separator: ".")[1]))
         #expect(String(decoding: payload, as: UTF8.self) == #"{"sub":"bob","iat":10,"exp":20,"ver":3}"#)
     }
 
     @Test func tamperedPayloadFails() throws {
         let token = try signer().sign(TokenClaims(subject: "bob", issuedAt: now, expiresAt: now + 60))
         let parts = token.split(separator: ".").map(String.init)
-        let evil = Base64URL.encode(bytes(#"{"sub":"admin","iat":0,"exp":\#(now + 60),"ver":0}"#))
+        let evil = Base64.url.encode(bytes(#"{"sub":"admin","iat":0,"exp":\#(now + 60),"ver":0}"#))
         #expect(try verifyError(parts[0] + "." + evil + "." + parts[2]) == .badSignature)
         // Flip one bit of the signature.
-        var sig = try #require(Base64URL.decode(parts[2]))
+        var sig = try #require(Base64.url.decode(parts[2]))
         sig[0] ^= 1
-        #expect(try verifyError(parts[0] + "." + parts[1] + "." + Base64URL.encode(sig)) == .badSignature)
+        #expect(try verifyError(parts[0] + "." + parts[1] + "." + Base64.url.encode(sig)) == .badSignature)
     }
 
     @Test func otherKeyFails() throws {
@@ -107,7 +108,7 @@ func verifyError(_ token: String, now: Int64 = now, leeway: Int64 = 30) throws -
         // Correctly MACed with our key, so only the alg check can refuse it.
         #expect(try verifyError(forge(header: header, payload: payload, key: testKey)) == .unsupportedAlgorithm)
         // The classic "alg":"none" token with an empty signature.
-        let unsigned = Base64URL.encode(bytes(header)) + "." + Base64URL.encode(bytes(payload)) + "."
+        let unsigned = Base64.url.encode(bytes(header)) + "." + Base64.url.encode(bytes(payload)) + "."
         #expect(try verifyError(unsigned) == .unsupportedAlgorithm)
     }
 
@@ -197,7 +198,7 @@ func verifyError(_ token: String, now: Int64 = now, leeway: Int64 = 30) throws -
         #expect(try verifyError(parts[0] + "=." + parts[1] + "." + parts[2]) == .malformed)
         #expect(try verifyError(parts[0] + "." + parts[1] + "." + parts[2] + "=") == .malformed)
         // Standard-alphabet characters instead of - and _.
-        let sig = try #require(Base64URL.decode(parts[2]))
+        let sig = try #require(Base64.url.decode(parts[2]))
         let standardSig = parts[2].replacingOccurrences("-", "+").replacingOccurrences("_", "/")
         if standardSig != parts[2] {
             #expect(try verifyError(parts[0] + "." + parts[1] + "." + standardSig) == .malformed)
@@ -206,9 +207,9 @@ func verifyError(_ token: String, now: Int64 = now, leeway: Int64 = 30) throws -
         #expect(try verifyError(parts[0] + "." + parts[1] + "./" + parts[2].dropFirst()) == .malformed)
         #expect(sig.count == 32)
         // A header that is valid base64url but not JSON.
-        #expect(try verifyError(Base64URL.encode(bytes("hello")) + "." + parts[1] + "." + parts[2]) == .malformed)
+        #expect(try verifyError(Base64.url.encode(bytes("hello")) + "." + parts[1] + "." + parts[2]) == .malformed)
         // Header bytes that are not UTF-8 inside a JSON string.
-        let badUTF8Header = Base64URL.encode(bytes(#"{"alg":""#) + [0xC3, 0x28] + bytes(#""}"#))
+        let badUTF8Header = Base64.url.encode(bytes(#"{"alg":""#) + [0xC3, 0x28] + bytes(#""}"#))
         #expect(try verifyError(badUTF8Header + "." + parts[1] + "." + parts[2]) == .malformed)
     }
 

@@ -1,5 +1,5 @@
 import Testing
-import Tokens
+import Crypto
 
 func unhex(_ text: String) -> [UInt8] {
     var out: [UInt8] = []

@@ -1,4 +1,4 @@
-import Tokens
+import Crypto
 
 func hex(_ bytes: [UInt8]) -> String {
     bytes.map { byte in

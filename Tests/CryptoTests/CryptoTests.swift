@@ -1,5 +1,5 @@
 import Testing
-@testable import Tokens
+@testable import Crypto
 
 @Suite struct HMACTests {
     // RFC 4231 §4: HMAC-SHA256 test cases (case 5 is a truncated MAC; skipped).

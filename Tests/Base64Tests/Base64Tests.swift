@@ -1,0 +1,66 @@
+import Base64
+import Testing
+
+private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+@Suite struct Base64Tests {
+    static let rfc4648: [(String, String)] = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"),
+                                              ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+
+    @Test func rfc4648VectorsPadded() {
+        for (plain, encoded) in Self.rfc4648 {
+            #expect(Base64.standard.encode(bytes(plain)) == encoded)
+            #expect(Base64.standard.decode(encoded) == bytes(plain))
+            #expect(Base64.standard.encodedLength(plain.utf8.count) == encoded.utf8.count)
+        }
+    }
+
+    @Test func rfc4648VectorsUnpadded() {
+        for (plain, padded) in Self.rfc4648 {
+            let encoded = String(padded.prefix { $0 != "=" })
+            #expect(Base64.url.encode(bytes(plain)) == encoded)
+            #expect(Base64.url.decode(encoded) == bytes(plain))
+            #expect(Base64.standardUnpadded.encode(bytes(plain)) == encoded)
+            #expect(Base64.standardUnpadded.decode(encoded) == bytes(plain))
+            #expect(Base64.url.encodedLength(plain.utf8.count) == encoded.utf8.count)
+        }
+    }
+
+    @Test func alphabets() {
+        #expect(Base64.url.encode([0xfb, 0xff]) == "-_8")
+        #expect(Base64.url.decode("-_8") == [0xfb, 0xff])
+        #expect(Base64.standard.encode([0xfb, 0xff]) == "+/8=")
+        #expect(Base64.standardUnpadded.decode("+/8") == [0xfb, 0xff])
+        #expect(Base64.url.decode("+/8") == nil)
+        #expect(Base64.standard.decode("-_8=") == nil)
+    }
+
+    @Test func roundTripAllLengthsAndValues() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<70 {
+            let data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            for codec in [Base64.standard, .standardUnpadded, .url] {
+                #expect(codec.decode(codec.encode(data)) == data)
+            }
+        }
+        let all = (0...255).map { UInt8($0) }
+        #expect(Base64.standard.decode(Base64.standard.encode(all)) == all)
+    }
+
+    @Test func appendsToAnExistingBuffer() {
+        var out = bytes("x=")
+        Base64.standard.append(bytes("foob"), to: &out)
+        #expect(out == bytes("x=Zm9vYg=="))
+    }
+
+    @Test(arguments: ["Zg==", "Zm8=", "+_8", "/_8", "Zm9v YmFy", "Zm9v\n", " Zm9v", "Z", "Zm9vY", "Zh", "Zm9", "Zm9vYmF=", "Zm\u{e9}"])
+    func urlRejectsNonCanonical(_ text: String) {
+        // "Zh" and "Zm9" carry non-zero unused bits (canonical: "Zg", "Zm8").
+        #expect(Base64.url.decode(text) == nil)
+    }
+
+    @Test(arguments: ["Zg", "Zg=", "Zg===", "Zm8", "Zm8==", "Zh==", "Zm9=", "Zg==Zg==", "=Zg=", "Zm9v\r\n", "Z===", "===="])
+    func paddedRejectsNonCanonical(_ text: String) {
+        #expect(Base64.standard.decode(text) == nil)
+    }
+}
