@@ -1,10 +1,5 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Posix
 
 /// Why a key file could not be created or loaded. Messages carry the path
 /// and the system's reason, never key bytes.
@@ -52,40 +47,35 @@ public enum KeyFile {
         } catch {
             throw .writeFailed(path, error.description)
         }
-        let fd = retryingEINTR { open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600) }
-        guard fd >= 0 else {
-            let code = errno
-            if code == EEXIST { throw .exists(path) }
-            throw .writeFailed(path, "open: " + errnoString(code))
+        let fd: Int32
+        do {
+            fd = try systemCall("open") { open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600) }
+        } catch {
+            if error.code == EEXIST { throw .exists(path) }
+            throw .writeFailed(path, error.description)
         }
-        var ok = false
-        defer {
-            if !ok {
-                close(fd)
-                unlink(path)  // ours (O_EXCL): do not leave a half-written key behind
+        do throws(SystemCallError) {
+            // The umask can only narrow 0600; fchmod makes the mode exact anyway.
+            _ = try systemCall("fchmod") { fchmod(fd, 0o600) }
+            var written = 0
+            while written < bytes.count {
+                let n = try systemCall("write") {
+                    bytes.withUnsafeBytes { buf in write(fd, buf.baseAddress.map { $0 + written }, buf.count - written) }
+                }
+                // A regular file never accepts 0 bytes of a non-empty write; do not spin.
+                guard n > 0 else { throw SystemCallError("write (no progress)", code: EIO) }
+                written += n
             }
+            _ = try systemCall("fsync") { fsync(fd) }
+        } catch {
+            closeDescriptor(fd)
+            unlink(path)  // ours (O_EXCL): do not leave a half-written key behind
+            throw .writeFailed(path, error.description)
         }
-        // The umask can only narrow 0600; fchmod makes the mode exact anyway.
-        guard fchmod(fd, 0o600) == 0 else { throw .writeFailed(path, "fchmod: " + errnoString(errno)) }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { buf -> Int in
-                guard let base = buf.baseAddress else { return 0 }
-                return write(fd, base + written, buf.count - written)
-            }
-            if n < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                throw .writeFailed(path, "write: " + errnoString(code))
-            }
-            // A regular file never accepts 0 bytes of a non-empty write; do not spin.
-            guard n > 0 else { throw .writeFailed(path, "write made no progress") }
-            written += n
-        }
-        guard fsync(fd) == 0 else { throw .writeFailed(path, "fsync: " + errnoString(errno)) }
-        ok = true
+        // Not retried (see closeDescriptor); an error here may mean the
+        // data never reached the disk, so the key is not kept.
         guard close(fd) == 0 else {
-            let reason = "close: " + errnoString(errno)
+            let reason = SystemCallError("close", code: errno).description
             unlink(path)
             throw .writeFailed(path, reason)
         }
@@ -94,54 +84,44 @@ public enum KeyFile {
     /// Reads the key at `path`. Refuses files whose mode grants any access
     /// to group or others, and keys shorter than `minimumLength`.
     public static func load(at path: String, minimumLength: Int = 32) throws(KeyFileError) -> [UInt8] {
-        let fd = retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else {
-            let code = errno
-            if code == ENOENT { throw .missing(path) }
-            throw .unreadable(path, "open: " + errnoString(code))
+        let fd: Int32
+        do {
+            fd = try systemCall("open") { open(path, O_RDONLY | O_CLOEXEC) }
+        } catch {
+            if error.code == ENOENT { throw .missing(path) }
+            throw .unreadable(path, error.description)
         }
-        defer { close(fd) }
-        // fstat on the opened descriptor: checks the file we actually read.
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .unreadable(path, "fstat: " + errnoString(errno)) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw .unreadable(path, "not a regular file") }
-        let mode = UInt32(info.st_mode) & 0o7777
-        guard mode & 0o077 == 0 else { throw .insecurePermissions(path, mode) }
-        guard info.st_size <= maximumLength else {
-            throw .unreadable(path, "file is \(info.st_size) bytes, more than \(maximumLength)")
-        }
+        defer { closeDescriptor(fd) }
         var buffer = [UInt8](repeating: 0, count: maximumLength + 1)
         var total = 0
-        while total < buffer.count {
-            let n = buffer.withUnsafeMutableBytes { buf -> Int in
-                guard let base = buf.baseAddress else { return 0 }
-                return read(fd, base + total, buf.count - total)
+        do {
+            // fstat on the opened descriptor: checks the file we actually read.
+            var info = stat()
+            _ = try systemCall("fstat") { fstat(fd, &info) }
+            guard (info.st_mode & S_IFMT) == S_IFREG else { throw KeyFileError.unreadable(path, "not a regular file") }
+            let mode = UInt32(info.st_mode) & 0o7777
+            guard mode & 0o077 == 0 else { throw KeyFileError.insecurePermissions(path, mode) }
+            guard info.st_size <= maximumLength else {
+                throw KeyFileError.unreadable(path, "file is \(info.st_size) bytes, more than \(maximumLength)")
             }
-            if n < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                throw .unreadable(path, "read: " + errnoString(code))
+            while total < buffer.count {
+                let n = try systemCall("read") {
+                    buffer.withUnsafeMutableBytes { buf in read(fd, buf.baseAddress.map { $0 + total }, buf.count - total) }
+                }
+                if n == 0 { break }
+                total += n
             }
-            if n == 0 { break }
-            total += n
+        } catch let error as KeyFileError {
+            throw error
+        } catch let error as SystemCallError {
+            throw .unreadable(path, error.description)
+        } catch {
+            throw .unreadable(path, "\(error)")
         }
         guard total <= maximumLength else {
             throw .unreadable(path, "file grew beyond \(maximumLength) bytes while reading")
         }
         guard total >= minimumLength else { throw .tooShort(path, total) }
         return Array(buffer.prefix(total))
-    }
-
-    private static func retryingEINTR(_ body: () -> Int32) -> Int32 {
-        while true {
-            let rc = body()
-            if rc < 0 && errno == EINTR { continue }
-            return rc
-        }
-    }
-
-    private static func errnoString(_ code: Int32) -> String {
-        guard let text = strerror(code) else { return "errno \(code)" }
-        return String(cString: text) + " (errno \(code))"
     }
 }

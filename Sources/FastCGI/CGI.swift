@@ -1,7 +1,6 @@
 import CFastCGI
-#if canImport(Glibc)
 import Glibc
-#endif
+import Posix
 
 /// Plain CGI, for shared hosting where Apache's mod_cgi runs the binary once
 /// per request: libfcgi's accept has no CGI fallback, so this reads the
@@ -27,14 +26,11 @@ public enum CGIOnce {
         }
         var output: [UInt8] = []
         handler(CGIRequest(params: params, body: body)).serialize(into: &output)
+        // A failed write means the web server gave up on us: nothing to add.
         var written = 0
-        while written < output.count {
-            let result = output.withUnsafeBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return write(1, base + written, raw.count - written)
-            }
-            if result < 0 && errno == EINTR { continue }
-            if result <= 0 { return }
+        while written < output.count,
+              let result = try? systemCall("write", { output.withUnsafeBytes { write(1, $0.baseAddress.map { $0 + written }, $0.count - written) } }),
+              result > 0 {
             written += result
         }
     }
@@ -43,13 +39,10 @@ public enum CGIOnce {
         guard length > 0 else { return .complete([]) }
         var body = [UInt8](repeating: 0, count: length)
         var received = 0
-        while received < length {
-            let result = body.withUnsafeMutableBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return read(0, base + received, length - received)
-            }
-            if result < 0 && errno == EINTR { continue }
-            if result <= 0 { break }
+        // Short or failed: reported as an incomplete body, not an error.
+        while received < length,
+              let result = try? systemCall("read", { body.withUnsafeMutableBytes { read(0, $0.baseAddress.map { $0 + received }, length - received) } }),
+              result > 0 {
             received += result
         }
         return received == length ? .complete(body) : .incomplete(declared: length, received: received)

@@ -1,6 +1,5 @@
-#if canImport(Glibc)
 import Glibc
-#endif
+import Posix
 
 /// The socket the web server connects to, and whether this process owns it.
 ///
@@ -77,23 +76,30 @@ struct ListeningSocket: Sendable {
         var temporary = try unixAddress(temporaryPath)
         unlink(temporaryPath)  // left by an earlier start that died here; usually absent
 
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .systemCall("socket(AF_UNIX)", errno) }
-        func fail(_ call: String, _ code: Int32) -> FastCGIError {
-            unlink(temporaryPath)
-            close(fd)
-            return .systemCall(call, code)
+        let fd = try call("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        do throws(FastCGIError) {
+            // Private while it has its temporary name (bind applies the umask).
+            let oldMask = umask(0o177)
+            defer { umask(oldMask) }
+            _ = try call("bind(\(temporaryPath))") { bindSocket(fd, to: &temporary) }
+        } catch {
+            closeDescriptor(fd)
+            throw error
         }
-        // Private while it has its temporary name (bind applies the umask).
-        let oldMask = umask(0o177)
-        let bound = bindSocket(fd, to: &temporary)
-        let bindErrno = errno
-        umask(oldMask)
-        guard bound == 0 else { close(fd); throw .systemCall("bind(\(temporaryPath))", bindErrno) }
-        guard chmod(temporaryPath, mode_t(mode)) == 0 else { throw fail("chmod(\(temporaryPath))", errno) }
-        guard listen(fd, 1024) == 0 else { throw fail("listen(\(temporaryPath))", errno) }
-        guard rename(temporaryPath, path) == 0 else { throw fail("rename(\(temporaryPath), \(path))", errno) }
-        guard let identity = fileIdentity(path) else { throw fail("lstat(\(path))", errno) }
+        do throws(FastCGIError) {
+            _ = try call("chmod(\(temporaryPath))") { chmod(temporaryPath, mode_t(mode)) }
+            _ = try call("listen(\(temporaryPath))") { listen(fd, 1024) }
+            _ = try call("rename(\(temporaryPath), \(path))") { rename(temporaryPath, path) }
+        } catch {
+            unlink(temporaryPath)
+            closeDescriptor(fd)
+            throw error
+        }
+        guard let identity = fileIdentity(path) else {
+            let error = SystemCallError("lstat(\(path))", code: errno)
+            closeDescriptor(fd)
+            throw .systemCall(error)
+        }
         return ListeningSocket(fd: fd, isTCP: false,
                                ownership: Ownership(unixPath: path, device: identity.0, inode: identity.1))
     }
@@ -119,9 +125,8 @@ struct ListeningSocket: Sendable {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
         guard (info.st_mode & S_IFMT) == S_IFSOCK else { throw .notASocket(path) }
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard probe >= 0 else { throw .systemCall("socket(AF_UNIX)", errno) }
-        defer { close(probe) }
+        let probe = try call("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        defer { closeDescriptor(probe) }
         var copy = address
         let connected = withUnsafePointer(to: &copy) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -135,29 +140,42 @@ struct ListeningSocket: Sendable {
 
     private static func openTCP(host: String, port: Int) throws(FastCGIError) -> ListeningSocket {
         let isV6 = host.contains(":")
-        let fd = socket(isV6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .systemCall("socket(AF_INET)", errno) }
-        var one: Int32 = 1
-        guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            let e = errno; close(fd); throw .systemCall("setsockopt(SO_REUSEADDR)", e)
+        let fd = try call("socket(AF_INET)") {
+            socket(isV6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         }
-        let result: Int32
-        if isV6 {
-            var address = sockaddr_in6()
-            address.sin6_family = sa_family_t(AF_INET6)
-            address.sin6_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET6, host, &address.sin6_addr) == 1 else { close(fd); throw .invalidAddress(host, "not an IPv6 address") }
-            result = bindSocket(fd, to: &address)
-        } else {
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { close(fd); throw .invalidAddress(host, "not an IPv4 address") }
-            result = bindSocket(fd, to: &address)
+        do throws(FastCGIError) {
+            var one: Int32 = 1
+            _ = try call("setsockopt(SO_REUSEADDR)") {
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
+            if isV6 {
+                var address = sockaddr_in6()
+                address.sin6_family = sa_family_t(AF_INET6)
+                address.sin6_port = in_port_t(UInt16(port).bigEndian)
+                guard inet_pton(AF_INET6, host, &address.sin6_addr) == 1 else { throw .invalidAddress(host, "not an IPv6 address") }
+                _ = try call("bind(\(host):\(port))") { bindSocket(fd, to: &address) }
+            } else {
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw .invalidAddress(host, "not an IPv4 address") }
+                _ = try call("bind(\(host):\(port))") { bindSocket(fd, to: &address) }
+            }
+            _ = try call("listen(\(host):\(port))") { listen(fd, 1024) }
+        } catch {
+            closeDescriptor(fd)
+            throw error
         }
-        guard result == 0 else { let e = errno; close(fd); throw .systemCall("bind(\(host):\(port))", e) }
-        guard listen(fd, 1024) == 0 else { let e = errno; close(fd); throw .systemCall("listen(\(host):\(port))", e) }
         return ListeningSocket(fd: fd, isTCP: true, ownership: Ownership())
+    }
+
+    /// `systemCall`, its failure as a `FastCGIError`.
+    private static func call(_ name: @autoclosure () -> String, _ body: () -> Int32) throws(FastCGIError) -> Int32 {
+        do {
+            return try systemCall(name(), body)
+        } catch {
+            throw .systemCall(error)
+        }
     }
 
     /// bind(2) with any concrete socket address type (sockaddr_un/_in/_in6).
@@ -186,7 +204,9 @@ struct Acceptor {
         action.__sigaction_handler.sa_handler = { _ in }
         sigemptyset(&action.sa_mask)
         action.sa_flags = 0
-        guard sigaction(wakeSignal, &action, nil) == 0 else { throw .systemCall("sigaction(SIGUSR2)", errno) }
+        guard sigaction(wakeSignal, &action, nil) == 0 else {
+            throw .systemCall(SystemCallError("sigaction(SIGUSR2)", code: errno))
+        }
     }
 
     /// The next connection, or nil once `keepGoing` says stop. Checked with
@@ -205,6 +225,7 @@ struct Acceptor {
                 pthread_sigmask(SIG_BLOCK, &wake, nil)
                 return nil
             }
+            // Not `systemCall`: EINTR here is the wake-up, not noise to retry.
             // (Mailgate never execs, so plain accept: no CLOEXEC needed.)
             let connection = Glibc.accept(socket.fd, nil, nil)
             let code = errno

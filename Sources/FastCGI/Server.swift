@@ -1,8 +1,7 @@
 import CFastCGI
 import Synchronization
-#if canImport(Glibc)
 import Glibc
-#endif
+import Posix
 
 /// The application: one plain request in, one plain response out. Called
 /// concurrently from every worker thread, so it must be thread-safe.
@@ -76,7 +75,7 @@ public final class FastCGIServer: Sendable {
         sigaddset(&blocked, Acceptor.wakeSignal)
         var previous = sigset_t()
         let maskResult = pthread_sigmask(SIG_BLOCK, &blocked, &previous)
-        guard maskResult == 0 else { throw .systemCall("pthread_sigmask", maskResult) }
+        guard maskResult == 0 else { throw .systemCall(SystemCallError("pthread_sigmask", code: maskResult)) }
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         // A peer that hangs up mid-response must not kill the process.
         signal(SIGPIPE, SIG_IGN)
@@ -101,7 +100,7 @@ public final class FastCGIServer: Sendable {
                 runningWorkers.subtract(1, ordering: .sequentiallyConsistent)
                 stopAccepting()
                 wake(threads, until: .now.advanced(by: configuration.shutdownGrace))
-                throw .systemCall("pthread_create", created)
+                throw .systemCall(SystemCallError("pthread_create", code: created))
             }
             threads.append(thread)
         }
@@ -292,19 +291,13 @@ enum InputDrain {
     static func discardUntilPeerCloses(_ request: UnsafeMutablePointer<FCGX_Request>, within deadline: Duration) {
         request.pointee.keepConnection = 0
         let fd = request.pointee.ipcFd
-        guard shutdown(fd, Int32(SHUT_WR)) == 0 else { return }
         let until = ContinuousClock.now.advanced(by: deadline)
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64 * 1024) { scratch in
-            while true {
-                let left = until - ContinuousClock.now
-                guard left > .zero else { return }
-                var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let polled = poll(&ready, 1, Int32(left / .milliseconds(1)) + 1)
-                if polled < 0 && errno == EINTR { continue }
-                guard polled > 0 else { return }
-                let count = read(fd, scratch.baseAddress, scratch.count)
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { return }  // the peer closed (or reset): done
+        // Any failure ends the wait: the close that follows is all that is left.
+        try? withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64 * 1024) { scratch throws(SystemCallError) in
+            _ = try systemCall("shutdown") { shutdown(fd, Int32(SHUT_WR)) }
+            while try waitUntilReady(fd, for: Int16(POLLIN), until: until) != nil {
+                let count = try systemCall("read") { read(fd, scratch.baseAddress, scratch.count) }
+                if count == 0 { return }  // the peer closed: done
             }
         }
     }

@@ -1,8 +1,5 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Posix
 
 /// Where the responder accepts FastCGI connections from the web server.
 public enum ListenAddress: Sendable, Equatable, CustomStringConvertible {
@@ -51,7 +48,7 @@ public enum ListenAddress: Sendable, Equatable, CustomStringConvertible {
 
 public enum FastCGIError: Error, Sendable, CustomStringConvertible {
     case invalidAddress(String, String)
-    case systemCall(String, Int32)
+    case systemCall(SystemCallError)
     case socketInUse(String)
     case notASocket(String)
     case notListening(Int32)
@@ -60,7 +57,7 @@ public enum FastCGIError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidAddress(let text, let why): "invalid listen address '\(text)': \(why)"
-        case .systemCall(let call, let code): "\(call) failed: \(String(cString: strerror(code)))"
+        case .systemCall(let error): error.description
         case .socketInUse(let path): "\(path) is in use by a running process"
         case .notASocket(let path): "\(path) exists and is not a socket; refusing to replace it"
         case .notListening(let fd): "fd \(fd) is not a listening socket (start with --socket or --listen, or under spawn-fcgi)"
