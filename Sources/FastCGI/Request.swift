@@ -1,6 +1,6 @@
-/// A request as the application sees it: the CGI parameters nginx sent and
-/// the body, already read (or refused) according to the size policy.
-/// Plain values only, so handlers are testable without libfcgi.
+/// A request as the application sees it: the CGI parameters the web server
+/// sent and the body, already read (or refused) according to the size
+/// policy. Plain values only, so handlers are testable without libfcgi.
 public struct CGIRequest: Sendable {
     public var params: [String: String]
     public var body: CGIRequestBody
@@ -10,7 +10,35 @@ public struct CGIRequest: Sendable {
         self.body = body
     }
 
+    /// A raw CGI parameter (`REQUEST_METHOD`, `HTTP_AUTHORIZATION`, ...).
     public subscript(param name: String) -> String? { params[name] }
+
+    /// The HTTP method (`REQUEST_METHOD`), as sent.
+    public var method: String { params["REQUEST_METHOD"] ?? "GET" }
+
+    /// The request path without the query: nginx's `DOCUMENT_URI` (decoded
+    /// and normalised), else `SCRIPT_NAME` + `PATH_INFO` (Apache, CGI), else
+    /// `REQUEST_URI` up to its `?`. Cut by bytes: the path is the client's.
+    public var path: String {
+        if let uri = params["DOCUMENT_URI"], !uri.isEmpty { return uri }
+        let joined = (params["SCRIPT_NAME"] ?? "") + (params["PATH_INFO"] ?? "")
+        if !joined.isEmpty { return joined }
+        guard let uri = params["REQUEST_URI"] else { return "" }
+        return String(uri[..<(uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex)])
+    }
+
+    /// A request header by its HTTP name, in any case (`"Authorization"`):
+    /// CGI passes `Content-Type` and `Content-Length` as `CONTENT_TYPE` and
+    /// `CONTENT_LENGTH`, every other header as `HTTP_` + its name upper-cased
+    /// with `-` as `_`. `name` is the caller's constant, never client input.
+    public func header(_ name: String) -> String? {
+        let upper = String(decoding: name.utf8.map { byte -> UInt8 in
+            if byte == UInt8(ascii: "-") { return UInt8(ascii: "_") }
+            return (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) ? byte - 0x20 : byte
+        }, as: UTF8.self)
+        if upper == "CONTENT_TYPE" || upper == "CONTENT_LENGTH" { return params[upper] }
+        return params["HTTP_" + upper]
+    }
 }
 
 /// What became of the request body. The reader never buffers more than the

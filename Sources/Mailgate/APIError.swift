@@ -9,14 +9,11 @@ struct APIError: Error, Sendable {
     var status: Int
     var detail: JSONValue
     var headers: [(name: String, value: String)] = []
-    /// What the request log records about the failure (e.g. the SMTP stage).
-    var logOutcome: String? = nil
 
-    init(_ status: Int, _ detail: String, headers: [(name: String, value: String)] = [], logOutcome: String? = nil) {
+    init(_ status: Int, _ detail: String, headers: [(name: String, value: String)] = []) {
         self.status = status
         self.detail = .string(detail)
         self.headers = headers
-        self.logOutcome = logOutcome
     }
 
     init(status: Int, detail: JSONValue) {
@@ -50,16 +47,6 @@ struct APIError: Error, Sendable {
                 ("msg", .string(problem.message)),
             ])
         }))
-    }
-
-    static func body(_ outcome: CGIRequestBody) -> APIError? {
-        switch outcome {
-        case .complete: nil
-        case .tooLarge(_, let limit): APIError(413, "Request body too large (limit \(limit) bytes)")
-        case .invalidLength: APIError(400, "Invalid Content-Length header")
-        case .incomplete(let declared, let received):
-            APIError(400, "Request body incomplete: Content-Length is \(declared) but \(received) bytes arrived")
-        }
     }
 }
 

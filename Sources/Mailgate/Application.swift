@@ -32,76 +32,143 @@ public final class Application: Sendable {
         self.now = now
     }
 
-    /// What a handler reports for the request log besides the status.
-    struct Outcome {
-        var user: String?
-        var smtp: String?
-        var messageID: String?
-    }
-
-    enum Route: Equatable { case token, sendEmail }
-
     public func handle(_ request: CGIRequest) -> CGIResponse {
-        let started = ContinuousClock.now
-        let method = request[param: "REQUEST_METHOD"] ?? "GET"
-        let path = Self.path(of: request, basePath: configuration.basePath)
-        var outcome = Outcome()
+        let context = RequestContext(request: request, basePath: configuration.basePath)
         let response: CGIResponse
         do {
-            response = try route(method: method, path: path, request: request, outcome: &outcome)
+            response = try respond(to: context)
         } catch {
-            outcome.smtp = outcome.smtp ?? error.logOutcome
             response = error.response
         }
-        log(method: method, path: path, status: response.status, outcome: outcome, started: started)
+        log(context, status: response.status)
         return response
     }
 
-    private func route(method: String, path: String?, request: CGIRequest, outcome: inout Outcome) throws(APIError) -> CGIResponse {
-        // Matched by bytes (a `switch` on String would use String ==, whose
-        // Unicode normalisation is quadratic on hostile input).
-        let route: Route
-        if let path, path.utf8Equals("/token") {
-            route = .token
-        } else if let path, path.utf8Equals("/smtp/send-email") {
-            route = .sendEmail
-        } else {
-            throw .notFound
+    /// One entry per route: a new route is one line here and a responder.
+    static let routes: [Route] = [
+        Route(path: "/token", method: "POST") { app, context throws(APIError) in try app.issueToken(context) },
+        Route(path: "/smtp/send-email", method: "POST") { app, context throws(APIError) in try app.sendEmail(context) },
+    ]
+
+    private func respond(to context: RequestContext) throws(APIError) -> CGIResponse {
+        // Matched by bytes (String == normalises Unicode: quadratic on hostile input).
+        guard let path = context.path else { throw .notFound }
+        let candidates = Self.routes.filter { $0.path.utf8Equals(path) }
+        guard !candidates.isEmpty else { throw .notFound }
+        guard let route = candidates.first(where: { $0.method.utf8Equals(context.request.method) }) else {
+            throw .methodNotAllowed(allow: candidates.map(\.method).joined(separator: ", "))
         }
-        guard method.utf8Equals("POST") else { throw .methodNotAllowed(allow: "POST") }
-        switch route {
-        case .token: return try issueToken(request, outcome: &outcome)
-        case .sendEmail: return try sendEmail(request, outcome: &outcome)
-        }
+        return try route.respond(self, context)
     }
 
-    /// The route path: nginx's `DOCUMENT_URI` (the decoded, normalised URI),
-    /// or `SCRIPT_NAME` + `PATH_INFO` from other servers, less the base path.
-    static func path(of request: CGIRequest, basePath: String) -> String? {
-        var path: String
-        if let uri = request[param: "DOCUMENT_URI"], !uri.isEmpty {
-            path = uri
-        } else {
-            path = (request[param: "SCRIPT_NAME"] ?? "") + (request[param: "PATH_INFO"] ?? "")
-            if path.isEmpty, let uri = request[param: "REQUEST_URI"] {
-                path = String(uri[..<(uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex)])
-            }
-        }
-        // Bytes, not Characters: the path comes from the client.
-        if !basePath.isEmpty {
-            guard path.utf8.starts(with: basePath.utf8) else { return nil }
-            path = String(path[path.utf8.index(path.startIndex, offsetBy: basePath.utf8.count)...])
-        }
-        return path
-    }
-
-    private func log(method: String, path: String?, status: Int, outcome: Outcome, started: ContinuousClock.Instant) {
-        let elapsed = ContinuousClock.now - started
+    private func log(_ context: RequestContext, status: Int) {
+        let elapsed = ContinuousClock.now - context.started
         // Tenths of a millisecond, formatted without Foundation's printf.
         let tenths = elapsed.components.seconds * 10_000 + elapsed.components.attoseconds / 100_000_000_000_000
-        var line = "\(method) \(path ?? "-") \(status) user=\(outcome.user ?? "-") duration_ms=\(tenths / 10).\(tenths % 10)"
-        if let smtp = outcome.smtp { line += " smtp=\"\(smtp)\"" }
-        if let messageID = outcome.messageID { line += " message_id=<\(messageID)>" }
+        let facts = context.log
+        // Method and path come from the client, the outcome may quote an SMTP
+        // server: escaped, so none of them can forge a field of the line.
+        var line = "\(RequestLog.token(context.request.method)) \(context.path.map(RequestLog.token) ?? "-") \(status)"
+        line += " user=\(facts.user ?? "-") duration_ms=\(tenths / 10).\(tenths % 10)"
+        if let outcome = facts.outcome { line += " smtp=\(RequestLog.quoted(outcome))" }
+        if let messageID = facts.messageID { line += " message_id=<\(messageID)>" }
         logger.info("\(line)")
     }
+}
+
+/// A route: its path (after the base path), its method, and the responder.
+struct Route: Sendable {
+    let path: String
+    let method: String
+    let respond: @Sendable (Application, RequestContext) throws(APIError) -> CGIResponse
+
+    init(path: String, method: String,
+         respond: @escaping @Sendable (Application, RequestContext) throws(APIError) -> CGIResponse) {
+        self.path = path
+        self.method = method
+        self.respond = respond
+    }
+}
+
+/// One request on its way through the application: the request, its route
+/// path, and what the request log will say of it. Responders write the log
+/// facts here as they learn them, on success and before they throw; it is
+/// the one way those facts travel. Lives on one worker thread.
+final class RequestContext {
+    let request: CGIRequest
+    /// The path after `--base-path`, or nil when it lies outside it.
+    let path: String?
+    let started = ContinuousClock.now
+    var log = RequestLog()
+
+    init(request: CGIRequest, basePath: String) {
+        self.request = request
+        self.path = Self.routePath(request.path, basePath: basePath)
+    }
+
+    /// The request path less the base path (by bytes: the path is the client's).
+    static func routePath(_ path: String, basePath: String) -> String? {
+        guard !basePath.isEmpty else { return path }
+        guard path.utf8.starts(with: basePath.utf8) else { return nil }
+        return String(path[path.utf8.index(path.startIndex, offsetBy: basePath.utf8.count)...])
+    }
+
+    /// The body, read whole: decided once, here, for every responder.
+    func completeBody() throws(APIError) -> [UInt8] {
+        switch request.body {
+        case .complete(let bytes): return bytes
+        case .tooLarge(_, let limit): throw APIError(413, "Request body too large (limit \(limit) bytes)")
+        case .invalidLength: throw APIError(400, "Invalid Content-Length header")
+        case .incomplete(let declared, let received):
+            throw APIError(400, "Request body incomplete: Content-Length is \(declared) but \(received) bytes arrived")
+        }
+    }
+}
+
+/// What the request log records besides method, path, status and duration.
+struct RequestLog {
+    var user: String?
+    /// The SMTP server's answer, or why the request failed (never a secret).
+    var outcome: String?
+    var messageID: String?
+
+    /// `text` as one space-free field: bytes outside printable ASCII, space,
+    /// `"` and `%` percent-encoded.
+    static func token(_ text: String) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count)
+        for byte in text.utf8 {
+            if byte > 0x20 && byte < 0x7F && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "%") {
+                out.append(byte)
+            } else {
+                out.append(contentsOf: "%".utf8)
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0xF)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `text` in double quotes, with `"` and `\\` escaped by a backslash and
+    /// control characters as `\\xNN`: it cannot end the quoted field early.
+    static func quoted(_ text: String) -> String {
+        var out: [UInt8] = [UInt8(ascii: "\"")]
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                out.append(UInt8(ascii: "\\"))
+                out.append(byte)
+            case 0..<0x20, 0x7F:
+                out.append(contentsOf: "\\x".utf8)
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0xF)])
+            default:
+                out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
 }

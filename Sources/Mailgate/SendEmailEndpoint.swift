@@ -45,13 +45,11 @@ struct SendEmailBody {
 extension Application {
     /// `POST /smtp/send-email`: bearer token, JSON body, then one SMTP
     /// transaction. 200 only after the server answered 250 to the message.
-    func sendEmail(_ request: CGIRequest, outcome: inout Outcome) throws(APIError) -> CGIResponse {
-        let credentials = try authenticate(request)
-        outcome.user = credentials.user.username
+    func sendEmail(_ context: RequestContext) throws(APIError) -> CGIResponse {
+        let credentials = try authenticate(context)
+        context.log.user = credentials.user.username
 
-        if let bodyError = APIError.body(request.body) { throw bodyError }
-        guard case .complete(let body) = request.body else { throw APIError(400, "Request body missing") }
-        let input = try SendEmailBody.decode(body)
+        let input = try SendEmailBody.decode(try context.completeBody())
 
         let recipient: Mailbox
         do {
@@ -96,10 +94,11 @@ extension Application {
             reply = try transport.send(owner: credentials.user.username, server: server, envelope: envelope,
                                        message: rendered, deadline: deadline)
         } catch {
+            context.log.outcome = "\(error.stage.rawValue): \(error.description)"
             throw smtpFailure(error)
         }
-        outcome.smtp = "\(reply.code)"
-        outcome.messageID = messageID
+        context.log.outcome = "\(reply.code)"
+        context.log.messageID = messageID
         return .json(200, .object([
             ("status", .string("Email sent successfully")),
             ("message_id", .string("<\(messageID)>")),
@@ -108,8 +107,8 @@ extension Application {
 
     /// Bearer token → the user's current credentials. Every failure is a 401
     /// with `WWW-Authenticate: Bearer`; the reason goes to the log only.
-    private func authenticate(_ request: CGIRequest) throws(APIError) -> Credentials {
-        guard let header = request[param: "HTTP_AUTHORIZATION"] else { throw .notAuthenticated }
+    private func authenticate(_ context: RequestContext) throws(APIError) -> Credentials {
+        guard let header = context.request.header("Authorization") else { throw .notAuthenticated }
         // Split and compared as bytes: Character-wise splitting and String ==
         // are quadratic on a long run of combining marks.
         let parts = header.utf8.split(separator: UInt8(ascii: " "), maxSplits: 1, omittingEmptySubsequences: true)
@@ -121,9 +120,8 @@ extension Application {
         do {
             claims = try signer.verify(token, now: now(), leeway: configuration.tokenLeeway)
         } catch {
-            var refusal = APIError.invalidCredentials
-            refusal.logOutcome = "token refused: \(error)"
-            throw refusal
+            context.log.outcome = "token refused: \(error)"
+            throw .invalidCredentials
         }
         let credentials: Credentials?
         do {
@@ -132,14 +130,12 @@ extension Application {
             throw internalError("credentials lookup failed", error)
         }
         guard let credentials else {
-            var refusal = APIError.invalidCredentials
-            refusal.logOutcome = "token refused: unknown user"
-            throw refusal
+            context.log.outcome = "token refused: unknown user"
+            throw .invalidCredentials
         }
         guard !credentials.user.isDisabled, credentials.user.tokenVersion == claims.version else {
-            var refusal = APIError.invalidCredentials
-            refusal.logOutcome = credentials.user.isDisabled ? "token refused: user disabled" : "token refused: revoked"
-            throw refusal
+            context.log.outcome = credentials.user.isDisabled ? "token refused: user disabled" : "token refused: revoked"
+            throw .invalidCredentials
         }
         return credentials
     }
@@ -149,24 +145,23 @@ extension Application {
     /// (503 + Retry-After: transient; 504: too slow).
     func smtpFailure(_ error: SMTPError) -> APIError {
         let detail = "SMTP error: \(error.description)"
-        let logOutcome = "\(error.stage.rawValue): \(error.description)"
         let retry: [(name: String, value: String)] = [("Retry-After", String(configuration.smtpRetryAfter))]
         switch error.kind {
         case .reply(let reply):
-            if reply.isTransient { return APIError(503, detail, headers: retry, logOutcome: logOutcome) }
-            if error.stage == .rcpt && reply.isPermanent { return APIError(400, detail, logOutcome: logOutcome) }
-            return APIError(502, detail, logOutcome: logOutcome)
+            if reply.isTransient { return APIError(503, detail, headers: retry) }
+            if error.stage == .rcpt && reply.isPermanent { return APIError(400, detail) }
+            return APIError(502, detail)
         case .timeout:
-            return APIError(504, detail, logOutcome: logOutcome)
+            return APIError(504, detail)
         case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed:
             // Lost after the message was handed over: the server may have
             // kept it, so inviting a retry could send it twice.
             if !error.isSafeToRetry {
-                return APIError(502, detail + " (the message may or may not have been delivered)", logOutcome: logOutcome)
+                return APIError(502, detail + " (the message may or may not have been delivered)")
             }
-            return APIError(503, detail, headers: retry, logOutcome: logOutcome)
+            return APIError(503, detail, headers: retry)
         case .tls, .protocolViolation, .authUnavailable, .starttlsUnavailable:
-            return APIError(502, detail, logOutcome: logOutcome)
+            return APIError(502, detail)
         }
     }
 }

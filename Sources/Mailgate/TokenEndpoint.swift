@@ -8,13 +8,12 @@ extension Application {
     /// `POST /token`: OAuth2 password grant. Unknown users cost the same KDF
     /// work as known ones, and a username with too many recent failures is
     /// refused with 429 before any KDF work is spent on it.
-    func issueToken(_ request: CGIRequest, outcome: inout Outcome) throws(APIError) -> CGIResponse {
-        if let bodyError = APIError.body(request.body) { throw bodyError }
-        guard case .complete(let body) = request.body else { throw APIError(400, "Request body missing") }
+    func issueToken(_ context: RequestContext) throws(APIError) -> CGIResponse {
+        let body = try context.completeBody()
 
         // Client-sent strings are matched by bytes only (JSON's `utf8Equals`):
         // String comparison and hashing are quadratic on hostile input.
-        let contentType = request[param: "CONTENT_TYPE"] ?? ""
+        let contentType = context.request.header("Content-Type") ?? ""
         guard ASCIIBytes.hasPrefix(contentType.utf8, ignoringCase: "application/x-www-form-urlencoded") else {
             throw .validation([
                 ("missing", ["body", "username"], "Field required"),
@@ -61,7 +60,7 @@ extension Application {
         let passwordMatches = hasher.verify(password, against: user.passwordHash)
         guard passwordMatches, !user.isDisabled else {
             recordFailure(username, now: currentTime)
-            outcome.user = username
+            context.log.user = username
             throw .wrongLogin
         }
         do {
@@ -69,7 +68,7 @@ extension Application {
         } catch {
             logger.warning("could not clear failed logins for \(username): \(error)")
         }
-        outcome.user = username
+        context.log.user = username
         let claims = TokenClaims(subject: username, issuedAt: currentTime,
                                  expiresAt: currentTime + configuration.tokenLifetime,
                                  notBefore: nil, version: user.tokenVersion)
