@@ -19,6 +19,8 @@ public final class Application: Sendable {
     let logger: Logger
     /// Unix seconds; injectable so tests can move time.
     let now: @Sendable () -> Int64
+    let inFlight: InFlightLimit
+    let kdfGate: KDFGate
 
     public init(configuration: AppConfiguration, store: Store, signer: TokenSigner, hasher: PasswordHasher,
                 transport: any MailTransport, logger: Logger,
@@ -30,6 +32,8 @@ public final class Application: Sendable {
         self.transport = transport
         self.logger = logger
         self.now = now
+        self.inFlight = InFlightLimit(limitPerUser: configuration.maxInFlightPerUser)
+        self.kdfGate = KDFGate(slots: configuration.kdfConcurrency, patience: configuration.kdfWait)
     }
 
     public func handle(_ request: CGIRequest) -> CGIResponse {

@@ -25,6 +25,13 @@ public struct AppConfiguration: Sendable {
     public var loginFailureWindow: Int64 = 15 * 60
     /// Retry-After sent with 503 when the SMTP server is temporarily unavailable.
     public var smtpRetryAfter: Int = 60
+    /// Sends one user may have in flight in this process; more get 429 at
+    /// once (`serve` defaults it to a quarter of its workers).
+    public var maxInFlightPerUser: Int = 4
+    /// Password-hash computations at once (about the number of cores), and
+    /// how long a login waits for one before 503.
+    public var kdfConcurrency: Int = 2
+    public var kdfWait: Duration = .seconds(2)
 
     public init() {}
 

@@ -88,6 +88,14 @@ extension Application {
         }
 
         let envelope = SMTPEnvelope(sender: sender.address.description, recipients: [recipient.address.description])
+        // The slot is held for the SMTP exchange only: that is the wait a
+        // dead or slow server of this user imposes on a worker.
+        let user = credentials.user.username
+        guard inFlight.acquire(user) else {
+            context.log.outcome = "refused: \(inFlight.limitPerUser) sends already in flight"
+            throw APIError(429, "Too many sends in flight for this user; try again shortly", headers: [("Retry-After", "1")])
+        }
+        defer { inFlight.release(user) }
         let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
         let reply: SMTPReply
         do throws(SMTPError) {

@@ -53,11 +53,13 @@ extension Application {
             throw internalError("user lookup failed", error)
         }
         guard let user else {
-            hasher.burnEquivalentWork(password)
+            guard kdfGate.run({ hasher.burnEquivalentWork(password) }) != nil else { throw kdfBusy }
             if trackable { recordFailure(username, now: currentTime) }
             throw .wrongLogin
         }
-        let passwordMatches = hasher.verify(password, against: user.passwordHash)
+        guard let passwordMatches = kdfGate.run({ hasher.verify(password, against: user.passwordHash) }) else {
+            throw kdfBusy
+        }
         guard passwordMatches, !user.isDisabled else {
             recordFailure(username, now: currentTime)
             context.log.user = username
@@ -83,6 +85,11 @@ extension Application {
             ("token_type", .string("bearer")),
             ("expires_in", .number(String(configuration.tokenLifetime))),
         ]), headers: [("Cache-Control", "no-store"), ("Pragma", "no-cache")])
+    }
+
+    /// Every password-hash slot stayed busy for `kdfWait`: many logins at once.
+    private var kdfBusy: APIError {
+        APIError(503, "Too many logins at once; try again shortly", headers: [("Retry-After", "1")])
     }
 
     private func checkLoginThrottle(_ username: String, now currentTime: Int64) throws(APIError) {

@@ -40,13 +40,22 @@ struct Serve: ParsableCommand {
     var poolIdleTimeout: DurationArgument = DurationArgument(seconds: 30)
     @Option(name: .customLong("max-messages-per-connection"), help: "QUIT and reconnect after this many messages.")
     var maxMessagesPerConnection: Int = 100
+    @Option(name: .customLong("max-in-flight-per-user"),
+            help: "Sends one user may have in flight at once in this process; more get 429 (default: a quarter of --threads, at least 1).")
+    var maxInFlightPerUser: Int?
+    @Option(name: .customLong("kdf-concurrency"),
+            help: "Password checks (PBKDF2) at once on /token; a login that waits 2 s for one gets 503 (default: the number of cores).")
+    var kdfConcurrency: Int?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
     func validate() throws {
         if socket != nil && listen != nil { throw ValidationError("give --socket or --listen, not both") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1-1024") }
-        guard maxBody > 0 else { throw ValidationError("--max-body must be positive") }
+        // The body is held in memory whole; 1 GiB is far above any mail.
+        guard (1...(1 << 30)).contains(maxBody) else { throw ValidationError("--max-body must be 1 to 1073741824 bytes") }
+        if let maxInFlightPerUser, maxInFlightPerUser < 1 { throw ValidationError("--max-in-flight-per-user must be at least 1") }
+        if let kdfConcurrency, kdfConcurrency < 1 { throw ValidationError("--kdf-concurrency must be at least 1") }
         guard poolSize >= 0 else { throw ValidationError("--pool-size must be 0 or more") }
         guard maxMessagesPerConnection >= 1 else { throw ValidationError("--max-messages-per-connection must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
@@ -79,6 +88,8 @@ struct Serve: ParsableCommand {
         configuration.smtpCommandTimeout = smtpTimeout.duration
         configuration.smtpCAFile = caFile
         configuration.heloName = heloName ?? ProcessInfo.processInfo.hostName
+        configuration.maxInFlightPerUser = maxInFlightPerUser ?? max(1, threads / 4)
+        configuration.kdfConcurrency = kdfConcurrency ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
 
         let pools = SMTPPoolRegistry(maxIdlePerPool: poolSize, idleTimeout: poolIdleTimeout.duration,
                                      maxMessagesPerConnection: maxMessagesPerConnection)
