@@ -1,7 +1,8 @@
 # The two commands a new machine needs: `make run` and `make test`.
 SHELL := /bin/bash
 APT_PACKAGES := nginx libfcgi-dev libfcgi-bin spawn-fcgi libssl-dev libsqlite3-dev \
-                postfix python3-aiosmtpd python3-jwt wrk openssl curl procps apache2
+                postfix python3-aiosmtpd python3-jwt wrk openssl curl procps apache2 \
+                systemd
 SWIFT_FLAGS ?=
 
 .PHONY: run test bench deps build release clean
