@@ -4,42 +4,48 @@ import Glibc
 #endif
 
 /// A parsed HTTP/1.1 response.
-struct HTTPResponse: Sendable, CustomStringConvertible {
-    var status: Int
-    var headers: [(name: String, value: String)]
-    var body: [UInt8]
+public struct HTTPResponse: Sendable, CustomStringConvertible {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
 
-    func header(_ name: String) -> String? {
+    public init(status: Int, headers: [(name: String, value: String)], body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public func header(_ name: String) -> String? {
         headers.first { $0.name.lowercased() == name.lowercased() }?.value
     }
 
-    var text: String { String(decoding: body, as: UTF8.self) }
+    public var text: String { String(decoding: body, as: UTF8.self) }
 
     /// The body as a JSON object, or nil when it is not one.
-    var json: [String: Any]? {
+    public var json: [String: Any]? {
         (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
     }
 
     /// `detail` when it is a string.
-    var detail: String? { json?["detail"] as? String }
+    public var detail: String? { json?["detail"] as? String }
 
     /// `detail` when it is FastAPI's validation list.
-    var detailList: [[String: Any]]? { json?["detail"] as? [[String: Any]] }
+    public var detailList: [[String: Any]]? { json?["detail"] as? [[String: Any]] }
 
-    var isJSON: Bool { (header("Content-Type") ?? "").hasPrefix("application/json") && json != nil }
+    public var isJSON: Bool { (header("Content-Type") ?? "").hasPrefix("application/json") && json != nil }
 
-    var description: String {
+    public var description: String {
         "HTTP \(status) \(headers.map { "\($0.name): \($0.value)" }.joined(separator: "; ")) body=\(text.prefix(600))"
     }
 }
 
 /// A minimal HTTP/1.1 client over a raw socket: sends exactly the bytes it
 /// is given (so tests can lie about Content-Length), reads to EOF.
-enum HTTP {
+public enum HTTP {
     /// Builds a request. `contentLength: nil` computes it; pass a string to
     /// send any value, or `omitContentLength` to send none.
-    static func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
-                        contentLength: String? = nil, omitContentLength: Bool = false) -> [UInt8] {
+    public static func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
+                               contentLength: String? = nil, omitContentLength: Bool = false) -> [UInt8] {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         if !omitContentLength && (method != "GET" || !body.isEmpty || contentLength != nil) {
@@ -51,20 +57,9 @@ enum HTTP {
 
     /// Sends `raw` to 127.0.0.1:port and reads the answer until the server
     /// closes (or `timeout` seconds pass: a harness error, not a hang).
-    static func exchange(port: Int, _ raw: [UInt8], halfClose: Bool = false, timeout: Double = 40) throws -> HTTPResponse {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket failed") }
+    public static func exchange(port: Int, _ raw: [UInt8], halfClose: Bool = false, timeout: Double = 40) throws -> HTTPResponse {
+        let fd = try connectLoopback(port: port)
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else { throw HarnessError("connect to port \(port) failed: \(String(cString: strerror(errno)))") }
         let deadline = Date().addingTimeInterval(timeout)
 
         var sent = 0
@@ -104,7 +99,7 @@ enum HTTP {
         return try parse(received)
     }
 
-    static func parse(_ bytes: [UInt8]) throws -> HTTPResponse {
+    public static func parse(_ bytes: [UInt8]) throws -> HTTPResponse {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let end = bytes.firstRange(of: separator) else {
             throw HarnessError("no header end in response: \(String(decoding: bytes.prefix(300), as: UTF8.self))")
