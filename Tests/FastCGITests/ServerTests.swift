@@ -143,7 +143,6 @@ import Glibc
         #expect(http.status == 200)
         #expect(http.text == "finished after stop")
         try await blocking { try running.waitForReturn() }
-        if case .failure(let error)? = running.result { Issue.record("run() threw \(error)") }
         #expect(access(path, F_OK) != 0)
     }
 
@@ -157,7 +156,6 @@ import Glibc
         server.stop()
         let running = try await blocking { try InProcessServer.start(server) }
         try await blocking { try running.waitForReturn() }
-        if case .failure(let error)? = running.result { Issue.record("run() threw \(error)") }
         #expect(access(path, F_OK) != 0)
     }
 
@@ -176,8 +174,7 @@ import Glibc
             let response = try await blocking { try FastCGIClient.send(.unix(path), method: "GET") }
             #expect(try response.http().text == "generation \(generation)")
             try await blocking { try running.stop() }
-            if case .failure(let error)? = running.result { Issue.record("run() threw \(error)") }
-
+    
             // Still listening, file and all, for the server that takes over.
             #expect(access(path, F_OK) == 0)
             var accepting: Int32 = 0

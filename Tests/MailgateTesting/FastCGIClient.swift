@@ -70,8 +70,9 @@ public enum FastCGIClient {
 
     /// Connects, writes `records` while reading the answer (a responder may
     /// answer before it has read the input), and returns once
-    /// FCGI_END_REQUEST arrived or the responder closed the connection.
-    /// `timeout` seconds without that is a harness error, not a hang.
+    /// FCGI_END_REQUEST arrived or the responder closed the connection
+    /// (`ended` tells which). `timeout` seconds without either is a harness
+    /// error, not a hang.
     public static func exchange(_ address: Address, records: [UInt8], timeout: Double = 20) throws -> FastCGIResponse {
         let fd: Int32
         switch address {
@@ -79,43 +80,13 @@ public enum FastCGIClient {
         case .tcp(let port): fd = try connectLoopback(port: port)
         }
         defer { close(fd) }
-        let deadline = Date().addingTimeInterval(timeout)
         var response = FastCGIResponse()
-        var sent = 0
-        var received: [UInt8] = []
         var parsed = 0
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let remaining = deadline.timeIntervalSinceNow
-            guard remaining > 0 else {
-                throw HarnessError("no FCGI_END_REQUEST within \(timeout) s (\(response.stdout.count) stdout bytes so far)")
-            }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN) | (sent < records.count ? Int16(POLLOUT) : 0), revents: 0)
-            let ready = poll(&pfd, 1, Int32(min(remaining, 1) * 1000))
-            if ready < 0 { if errno == EINTR { continue }; throw HarnessError("poll failed") }
-            if ready == 0 { continue }
-            if pfd.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n > 0 {
-                    received.append(contentsOf: buffer[0..<n])
-                    try parse(received, from: &parsed, into: &response)
-                    if response.ended { return response }
-                    continue
-                }
-                if n == 0 { return response }
-                if errno == EINTR || errno == EAGAIN { continue }
-                if errno == ECONNRESET { return response }
-                throw HarnessError("recv failed: \(String(cString: strerror(errno)))")
-            }
-            if pfd.revents & Int16(POLLOUT) != 0 && sent < records.count {
-                let n = records.withUnsafeBytes {
-                    Glibc.send(fd, $0.baseAddress! + sent, min($0.count - sent, 65536), Int32(MSG_NOSIGNAL))
-                }
-                if n > 0 { sent += n } else if errno != EINTR && errno != EAGAIN {
-                    sent = records.count  // the responder stopped reading: read its answer
-                }
-            }
+        _ = try exchangeBytes(fd: fd, records, timeout: timeout, peer: "the FastCGI responder") { received in
+            try parse(received, from: &parsed, into: &response)
+            return response.ended
         }
+        return response
     }
 
     /// One request: params from `params(method:uri:extra:)` and `body` as stdin.

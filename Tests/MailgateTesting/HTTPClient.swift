@@ -60,42 +60,7 @@ public enum HTTP {
     public static func exchange(port: Int, _ raw: [UInt8], halfClose: Bool = false, timeout: Double = 40) throws -> HTTPResponse {
         let fd = try connectLoopback(port: port)
         defer { close(fd) }
-        let deadline = Date().addingTimeInterval(timeout)
-
-        var sent = 0
-        var received: [UInt8] = []
-        var writeClosed = false
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        // Write and read interleaved: the server may answer (413) before
-        // taking the whole body.
-        while true {
-            let remaining = deadline.timeIntervalSinceNow
-            guard remaining > 0 else {
-                throw HarnessError("no complete response from port \(port) within \(timeout) s (got \(received.count) bytes: \(String(decoding: received.prefix(300), as: UTF8.self)))")
-            }
-            if sent == raw.count && halfClose && !writeClosed {
-                shutdown(fd, Int32(SHUT_WR))
-                writeClosed = true
-            }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN) | (sent < raw.count ? Int16(POLLOUT) : 0), revents: 0)
-            let ready = poll(&pfd, 1, Int32(min(remaining, 1) * 1000))
-            if ready < 0 { if errno == EINTR { continue }; throw HarnessError("poll failed") }
-            if ready == 0 { continue }
-            if pfd.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n > 0 { received.append(contentsOf: buffer[0..<n]); continue }
-                if n == 0 { break }
-                if errno == EINTR || errno == EAGAIN { continue }
-                if errno == ECONNRESET && !received.isEmpty { break }
-                throw HarnessError("recv failed: \(String(cString: strerror(errno))) after \(received.count) bytes")
-            }
-            if pfd.revents & Int16(POLLOUT) != 0 && sent < raw.count {
-                let n = raw.withUnsafeBytes { send(fd, $0.baseAddress! + sent, min($0.count - sent, 65536), Int32(MSG_NOSIGNAL)) }
-                if n > 0 { sent += n } else if errno != EINTR && errno != EAGAIN {
-                    sent = raw.count  // the server stopped reading (e.g. after 413): read its answer
-                }
-            }
-        }
+        let received = try exchangeBytes(fd: fd, raw, halfClose: halfClose, timeout: timeout, peer: "port \(port)")
         return try parse(received)
     }
 

@@ -98,36 +98,29 @@ public func freePort() throws -> Int {
 
 /// A TCP connection to 127.0.0.1:port (close-on-exec).
 public func connectLoopback(port: Int) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw HarnessError("socket failed") }
-    var addr = loopbackAddress(port: port)
-    let connected = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    guard connected == 0 else {
-        let code = errno
-        close(fd)
-        throw HarnessError("connect to port \(port) failed: \(String(cString: strerror(code)))")
-    }
-    return fd
+    try connectedSocket(AF_INET, loopbackAddress(port: port), peer: "port \(port)")
 }
 
 /// A connection to the Unix socket at `path` (close-on-exec).
 public func connectUnix(_ path: String) throws -> Int32 {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw HarnessError("socket(AF_UNIX) failed") }
-    guard var addr = unixAddress(path) else { close(fd); throw HarnessError("socket path too long: \(path)") }
-    let connected = withUnsafePointer(to: &addr) {
+    guard let address = unixAddress(path) else { throw HarnessError("socket path too long: \(path)") }
+    return try connectedSocket(AF_UNIX, address, peer: path)
+}
+
+/// socket(2) and connect(2) with any concrete address type (sockaddr_in/_un).
+private func connectedSocket<Address>(_ family: Int32, _ address: Address, peer: String) throws -> Int32 {
+    let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw HarnessError("socket failed: \(String(cString: strerror(errno)))") }
+    var address = address
+    let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            connect(fd, $0, socklen_t(MemoryLayout<Address>.size))
         }
     }
     guard connected == 0 else {
         let code = errno
         close(fd)
-        throw HarnessError("connect to \(path) failed: \(String(cString: strerror(code)))")
+        throw HarnessError("connect to \(peer) failed: \(String(cString: strerror(code)))")
     }
     return fd
 }

@@ -49,9 +49,10 @@ final class InProcessServer: Sendable {
     /// What `run()` returned, once it has.
     var result: Result<Void, FastCGIError>? { outcome.withLock { $0 } }
 
-    /// Waits up to `timeout` seconds for `run()` to return.
+    /// Waits up to `timeout` seconds for `run()` to return; fails if it threw.
     func waitForReturn(timeout: Double = 15) throws {
         try waitUntil("run() to return", timeout: timeout) { hasReturned }
+        if case .failure(let error)? = result { throw HarnessError("run() threw \(error)") }
     }
 
     /// `stop()`, then waits for `run()` to return.
