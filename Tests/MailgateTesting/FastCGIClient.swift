@@ -17,14 +17,7 @@ public struct FastCGIResponse: Sendable {
     public var ended: Bool { protocolStatus != nil }
 
     /// The CGI response parsed as HTTP (its `Status:` line as the status line).
-    public func http() throws -> HTTPResponse {
-        var output = stdout
-        guard output.starts(with: Array("Status: ".utf8)) else {
-            throw HarnessError("FastCGI stdout does not start with Status: \(String(decoding: stdout.prefix(300), as: UTF8.self))")
-        }
-        output.replaceSubrange(0..<8, with: Array("HTTP/1.1 ".utf8))
-        return try HTTP.parse(output)
-    }
+    public func http() throws -> HTTPResponse { try HTTP.parseCGI(stdout) }
 }
 
 /// A minimal FastCGI client (the web server's side of the FastCGI spec,

@@ -64,6 +64,17 @@ public enum HTTP {
         return try parse(received)
     }
 
+    /// A CGI response ("Status: 401 Unauthorized\r\n...", as a FastCGI
+    /// responder or a CGI program prints it) parsed as HTTP.
+    public static func parseCGI(_ output: [UInt8]) throws -> HTTPResponse {
+        var bytes = output
+        guard bytes.starts(with: Array("Status: ".utf8)) else {
+            throw HarnessError("CGI output does not start with Status: \(String(decoding: output.prefix(300), as: UTF8.self))")
+        }
+        bytes.replaceSubrange(0..<8, with: Array("HTTP/1.1 ".utf8))
+        return try parse(bytes)
+    }
+
     public static func parse(_ bytes: [UInt8]) throws -> HTTPResponse {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let end = bytes.firstRange(of: separator) else {

@@ -262,13 +262,11 @@ final class E2E: Sendable {
             try runTool(bin, ["serve", "--data-dir", data] + extraArguments, in: dir, stdin: stdin,
                         environment: childEnvironment, timeout: 30)
         }
-        // CGI output: "Status: 401 Unauthorized\r\n..." — make it parse as HTTP.
-        var output = result.stdout
-        guard output.starts(with: Array("Status: ".utf8)) else {
+        // CGI output: "Status: 401 Unauthorized\r\n..."
+        guard result.stdout.starts(with: Array("Status: ".utf8)) else {
             throw HarnessError("CGI output does not start with Status: (\(result.status)) \(result.stdoutText.prefix(300)) \(result.stderr.prefix(500))")
         }
-        output.replaceSubrange(0..<8, with: Array("HTTP/1.1 ".utf8))
-        return (try HTTP.parse(output), result)
+        return (try HTTP.parseCGI(result.stdout), result)
     }
 
     /// A second `mailgate serve` (same data dir, `--max-body 1000`,

@@ -4,8 +4,13 @@ import MailgateTesting
 import Synchronization
 
 /// A `FastCGIServer` serving in this process: `run()` on a thread of its
-/// own, stopped with `stop()` (a SIGTERM to that thread alone; a SIGTERM to
-/// the process would reach test-runner threads that do not block it).
+/// own, stopped with `stop()` (a SIGTERM to that thread alone).
+///
+/// Not `kill(getpid(), SIGTERM)`: only run()'s thread and its workers block
+/// SIGTERM, so the process-directed signal goes to some test-runner thread.
+/// Before the first FCGX_Init its default action ends the test process;
+/// after it libfcgi's own handler takes it (checked: run() did not return
+/// within 2 s), and sigwait never sees it.
 final class InProcessServer: Sendable {
     let server: FastCGIServer
     private let ready = Atomic<Bool>(false)
