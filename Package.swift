@@ -54,14 +54,18 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The test kit: harness errors, child processes, loopback ports,
+        // certificates, raw HTTP and FastCGI clients, and the Python helpers
+        // (Python/, read in place from the checkout).
+        .target(name: "MailgateTesting", path: "Tests/MailgateTesting", exclude: ["Python"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "Base64Tests", dependencies: ["Base64"]),
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Base64"]),
-        .testTarget(name: "MIMETests", dependencies: ["MIME"]),
-        .testTarget(name: "SMTPTests", dependencies: ["SMTP"]),
+        .testTarget(name: "MIMETests", dependencies: ["MIME", "MailgateTesting"]),
+        .testTarget(name: "SMTPTests", dependencies: ["SMTP", "MailgateTesting"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Crypto"]),
-        .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
+        .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "MailgateTesting"]),
         .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Crypto", "Store"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["Crypto", "Base64"], exclude: ["Fixtures"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Crypto", "Base64", "MailgateTesting"], exclude: ["Fixtures"]),
     ]
 )

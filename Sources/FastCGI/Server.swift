@@ -45,6 +45,8 @@ public final class FastCGIServer: Sendable {
     private let listener = Mutex<ListeningSocket?>(nil)
     private let stopping = Atomic<Bool>(false)
     private let runningWorkers = Atomic<Int>(0)
+    /// The thread waiting in `run()`, for `stop()`.
+    private let waiter = Mutex<(thread: pthread_t?, stopRequested: Bool, signalled: Bool)>((nil, false, false))
 
     public init(configuration: Configuration, handler: @escaping CGIHandler) {
         self.configuration = configuration
@@ -77,6 +79,12 @@ public final class FastCGIServer: Sendable {
         let maskResult = pthread_sigmask(SIG_BLOCK, &blocked, &previous)
         guard maskResult == 0 else { throw .systemCall(SystemCallError("pthread_sigmask", code: maskResult)) }
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        // From here on `stop()` may end the wait with a SIGTERM to this thread.
+        let stopRequested = waiter.withLock { waiter in
+            waiter.thread = pthread_self()
+            return waiter.stopRequested
+        }
+        defer { endStopWindow() }  // before the mask is restored
         // A peer that hangs up mid-response must not kill the process.
         signal(SIGPIPE, SIG_IGN)
         try Acceptor.installWakeHandler()
@@ -107,7 +115,7 @@ public final class FastCGIServer: Sendable {
         onReady()
 
         var received: Int32 = 0
-        while true {
+        while !stopRequested {
             let waited = sigwait(&signals, &received)
             if waited == 0 { break }
             if waited != EINTR { break }
@@ -118,6 +126,35 @@ public final class FastCGIServer: Sendable {
         if wake(threads, until: .now.advanced(by: configuration.shutdownGrace)) {
             for thread in threads { pthread_join(thread, nil) }
         }
+    }
+
+    /// Ends `run()` as SIGTERM would, from any thread (in-process tests):
+    /// the signal goes to the thread waiting in `run()` alone, where it is
+    /// blocked, never to the process. Called before `run()` waits, `run()`
+    /// stops as soon as its workers are started. Safe to call twice.
+    public func stop() {
+        waiter.withLock { waiter in
+            waiter.stopRequested = true
+            guard let thread = waiter.thread, !waiter.signalled else { return }
+            waiter.signalled = true
+            pthread_kill(thread, SIGTERM)
+        }
+    }
+
+    /// After `run()`'s wait: no more signals from `stop()`, and one it sent
+    /// that the wait did not take (another signal came first) is taken now,
+    /// so that restoring the signal mask cannot deliver it.
+    private func endStopWindow() {
+        let signalled = waiter.withLock { waiter in
+            waiter.thread = nil
+            return waiter.signalled
+        }
+        guard signalled else { return }
+        var term = sigset_t()
+        sigemptyset(&term)
+        sigaddset(&term, SIGTERM)
+        var now = timespec()
+        while sigtimedwait(&term, nil, &now) == SIGTERM {}
     }
 
     /// Stops accepting. A socket this process created is shut down (which

@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 
 /// Issue 2: the whole path, curl-like client → nginx → Mailgate → SMTP server

@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Synchronization
 import Testing
 #if canImport(Glibc)

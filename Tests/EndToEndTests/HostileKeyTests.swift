@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 
 // Swift's String `==` and hashing follow Unicode canonical equivalence: on a

@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 
 /// Issue 4, `/token`: per-username lockout in the database and the shipped

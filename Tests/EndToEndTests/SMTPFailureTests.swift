@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 
 /// One failing-server scenario: smtp-sink options and the answer expected.

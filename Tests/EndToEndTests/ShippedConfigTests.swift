@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 
 /// The files a user includes into their own nginx must be valid together,

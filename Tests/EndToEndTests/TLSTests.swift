@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 
 /// A user whose integration points at `server`, and one send through nginx.

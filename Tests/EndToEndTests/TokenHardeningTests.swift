@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 import Crypto
 

@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Synchronization
 import Testing
 #if canImport(Glibc)
@@ -252,51 +253,6 @@ final class TransportFixture: Sendable {
         ], stdout: log + ".out", stderr: log, environment: environment, listeningSocket: socket.fd, name: name)
         try waitUntil("\(name) listening", child: child) { child.stderrText.contains("listening on inherited fd 3") }
         return child
-    }
-}
-
-/// A listening Unix socket held by the test, as systemd holds one across
-/// restarts of the service it activates.
-struct InheritableSocket: Sendable {
-    let path: String
-    let fd: Int32
-
-    init(path: String, mode: mode_t) throws {
-        self.path = path
-        unlink(path)
-        var fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
-        if fd == 3 {
-            // posix_spawn's dup2(3, 3) would leave close-on-exec set.
-            let moved = fcntl(fd, F_DUPFD_CLOEXEC, 4)
-            Glibc.close(fd)
-            guard moved >= 0 else { throw HarnessError("fcntl(F_DUPFD_CLOEXEC) failed") }
-            fd = moved
-        }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw HarnessError("socket path too long") }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, chmod(path, mode) == 0, listen(fd, 1024) == 0 else {
-            let reason = String(cString: strerror(errno))
-            Glibc.close(fd)
-            throw HarnessError("cannot listen on \(path): \(reason)")
-        }
-        self.fd = fd
-    }
-
-    func close() {
-        Glibc.close(fd)
-        unlink(path)
     }
 }
 

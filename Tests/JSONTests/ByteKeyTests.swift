@@ -69,12 +69,16 @@ func hostileMarks(pairs: Int) -> String { String(repeating: "\u{301}\u{316}", co
         }
     }
 
-    /// 128 KiB objects whose keys are runs of combining marks parse about as
+    /// 512 KiB objects whose keys are runs of combining marks parse about as
     /// fast as the same objects with plain ASCII keys (before: seconds; a
-    /// 1 MiB key took minutes). The end-to-end tests go up to 1 MiB.
+    /// 1 MiB key took minutes). The end-to-end tests go up to 1 MiB and hold
+    /// the ratio below 3; here, with small absolute times on a loaded
+    /// machine, below 8: non-ASCII text misses UTF-8 validation's ASCII fast
+    /// path (a constant factor), while the quadratic cost this guards
+    /// against is far above it at this size and grows with it.
     @Test(arguments: ["one key", "duplicate", "64 keys"])
     func hostileKeysCostAboutWhatPlainKeysCost(shape: String) throws {
-        let pairs = (128 << 10) / 4
+        let pairs = (512 << 10) / 4
         func key(_ plain: Bool, pairs: Int) -> String {
             plain ? String(repeating: "aaaa", count: pairs) : hostileMarks(pairs: pairs)
         }
@@ -103,6 +107,6 @@ func hostileMarks(pairs: Int) -> String { String(repeating: "\u{301}\u{316}", co
             }
         }
         let ratio = best[false]! / best[true]!
-        #expect(ratio < 3, "\(shape): hostile \(best[false]!) against plain \(best[true]!)")
+        #expect(ratio < 8, "\(shape): hostile \(best[false]!) against plain \(best[true]!)")
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Testing
 @testable import MIME
 
@@ -168,31 +169,6 @@ enum PythonError: Error, CustomStringConvertible {
     }
 }
 
-private let pythonScript = #"""
-import email, email.policy, json, sys
-out = []
-for path in sys.argv[1:]:
-    with open(path, 'rb') as f:
-        data = f.read()
-    msg = email.message_from_bytes(data, policy=email.policy.default)
-    defects = [repr(d) for d in msg.defects]
-    for name in msg.keys():
-        defects += [name + ': ' + repr(d) for d in getattr(msg[name], 'defects', ())]
-    def mbox(name):
-        a = msg[name].addresses
-        if len(a) != 1:
-            defects.append(name + ': %d addresses' % len(a))
-            return '', ''
-        return a[0].display_name, a[0].addr_spec
-    fd, fa = mbox('From')
-    td, ta = mbox('To')
-    out.append(dict(subject=str(msg['Subject']), content=msg.get_content(),
-        from_display=fd, from_addr=fa, to_display=td, to_addr=ta,
-        date=str(msg['Date'].datetime.isoformat()), message_id=str(msg['Message-ID']),
-        mime_version=str(msg['MIME-Version']), cte=str(msg['Content-Transfer-Encoding']),
-        defects=defects))
-json.dump(out, sys.stdout)
-"""#
 
 /// Parses rendered messages with Debian's Python `email` package (policy
 /// default), one interpreter for the whole batch.
@@ -208,8 +184,8 @@ func parseWithPython(_ messages: [[UInt8]]) throws -> [PythonParsed] {
         paths.append(url.path)
     }
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-    process.arguments = ["-c", pythonScript] + paths
+    process.executableURL = URL(fileURLWithPath: PythonHelper.interpreter)
+    process.arguments = [PythonHelper.path("parse_rendered_messages.py")] + paths
     let stdout = Pipe()
     let stderr = Pipe()
     process.standardOutput = stdout

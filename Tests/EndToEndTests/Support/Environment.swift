@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -20,25 +21,15 @@ struct TestUser: Sendable {
     var password: String
 }
 
-/// Paths of a certificate and its key.
-struct Certificate: Sendable {
-    var cert: String
-    var key: String
-}
-
 /// The shared end-to-end environment, started once per test process:
 /// a private temp dir, certificates, a capture SMTP server with STARTTLS +
 /// AUTH, `mailgate serve` on a Unix socket and nginx on a loopback port.
 final class E2E: Sendable {
-    static let repoRoot: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<4 { url.deleteLastPathComponent() }
-        return url.path
-    }()
+    static let repoRoot = Repository.root
 
     static let mailgateBinary: String = ProcessInfo.processInfo.environment["MAILGATE_BIN"]
         ?? repoRoot + "/.build/debug/mailgate"
-    static let python = "/usr/bin/python3"
+    static let python = PythonHelper.interpreter
 
     private static let shared: Result<E2E, HarnessError> = {
         do { return .success(try E2E.start()) } catch let error as HarnessError {
@@ -99,18 +90,15 @@ final class E2E: Sendable {
         guard FileManager.default.isExecutableFile(atPath: bin) else {
             throw HarnessError("no mailgate binary at \(bin): run `swift build` first or set MAILGATE_BIN")
         }
-        var template = Array("/tmp/mailgate-e2e-XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw HarnessError("mkdtemp failed")
-        }
-        let dir = String(cString: made)
+        let dir = try TempDir(prefix: "mailgate-e2e", in: "/tmp").path
         ChildRegistry.shared.removeAtExit(dir)
 
         let localhost = try makeCertificate(in: dir, name: "localhost", subject: "/CN=localhost",
-                                            san: "DNS:localhost,IP:127.0.0.1")
-        let other = try makeCertificate(in: dir, name: "other", subject: "/CN=other.example", san: "DNS:other.example")
+                                            san: "DNS:localhost,IP:127.0.0.1", days: 1)
+        let other = try makeCertificate(in: dir, name: "other", subject: "/CN=other.example", san: "DNS:other.example",
+                                        days: 1)
         let untrusted = try makeCertificate(in: dir, name: "untrusted", subject: "/CN=localhost",
-                                            san: "DNS:localhost,IP:127.0.0.1")
+                                            san: "DNS:localhost,IP:127.0.0.1", days: 1)
         let bundle = dir + "/ca-bundle.pem"
         let pems = try [localhost.cert, other.cert].map { try String(contentsOfFile: $0, encoding: .utf8) }
         try pems.joined().write(toFile: bundle, atomically: true, encoding: .utf8)
@@ -132,16 +120,6 @@ final class E2E: Sendable {
         return E2E(dir: dir, bin: bin, localhostCert: localhost, otherNameCert: other, untrustedCert: untrusted,
                    caBundle: bundle, dataDir: dataDir, socket: socket, port: port, mailgateLog: log,
                    mailgate: mailgate, nginx: nginx, capture: capture, smtpPassword: smtpPassword)
-    }
-
-    static func makeCertificate(in dir: String, name: String, subject: String, san: String) throws -> Certificate {
-        let certificate = Certificate(cert: "\(dir)/\(name)-cert.pem", key: "\(dir)/\(name)-key.pem")
-        let result = try runTool("/usr/bin/openssl", [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
-            "-addext", "subjectAltName=\(san)", "-keyout", certificate.key, "-out", certificate.cert,
-        ], in: dir)
-        guard result.ok else { throw HarnessError("openssl req failed: \(result.stderr)") }
-        return certificate
     }
 
     /// `mailgate serve` on `socket`, stderr (the log) to `log`; returns once it accepts.
@@ -284,13 +262,11 @@ final class E2E: Sendable {
             try runTool(bin, ["serve", "--data-dir", data] + extraArguments, in: dir, stdin: stdin,
                         environment: childEnvironment, timeout: 30)
         }
-        // CGI output: "Status: 401 Unauthorized\r\n..." — make it parse as HTTP.
-        var output = result.stdout
-        guard output.starts(with: Array("Status: ".utf8)) else {
+        // CGI output: "Status: 401 Unauthorized\r\n..."
+        guard result.stdout.starts(with: Array("Status: ".utf8)) else {
             throw HarnessError("CGI output does not start with Status: (\(result.status)) \(result.stdoutText.prefix(300)) \(result.stderr.prefix(500))")
         }
-        output.replaceSubrange(0..<8, with: Array("HTTP/1.1 ".utf8))
-        return (try HTTP.parse(output), result)
+        return (try HTTP.parseCGI(result.stdout), result)
     }
 
     /// A second `mailgate serve` (same data dir, `--max-body 1000`,

@@ -1,4 +1,5 @@
 import Foundation
+import MailgateTesting
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -234,35 +235,18 @@ struct ParsedEmail: Decodable, Sendable {
     }
 }
 
-private let parseScript = #"""
-import email, email.policy, json, sys
-data = open(sys.argv[1], "rb").read()
-m = email.message_from_bytes(data, policy=email.policy.default)
-def s(v):
-    return None if v is None else str(v)
-body = None
-if not m.is_multipart():
-    body = m.get_content()
-print(json.dumps({
-    "subject": s(m["subject"]), "to": s(m["to"]), "from": s(m["from"]),
-    "headers": [[k, str(v)] for k, v in m.items()],
-    "body": body, "contentType": m.get_content_type(), "charset": m.get_content_charset(),
-    "transferEncoding": s(m.get("Content-Transfer-Encoding")),
-    "defects": [repr(d) for d in m.defects],
-}))
-"""#
 
 func parseEmail(_ message: CapturedMessage) async throws -> ParsedEmail {
     let env = try await E2E.get()
-    let result = try await blocking { try runTool(E2E.python, ["-c", parseScript, message.path], in: env.dir) }
+    let result = try await blocking { try runTool(E2E.python, [PythonHelper.path("parse_email.py"), message.path], in: env.dir) }
     guard result.ok else { throw HarnessError("python email parse failed: \(result.stderr)") }
     return try JSONDecoder().decode(ParsedEmail.self, from: Data(result.stdout))
 }
 
-/// Runs a Python snippet with Debian's interpreter (PyJWT etc.); returns stdout.
+/// Runs a Python script file with Debian's interpreter (PyJWT etc.); returns stdout.
 func python(_ script: String, _ arguments: [String] = []) async throws -> String {
     let env = try await E2E.get()
-    let result = try await blocking { try runTool(E2E.python, ["-c", script] + arguments, in: env.dir) }
+    let result = try await blocking { try runTool(E2E.python, [script] + arguments, in: env.dir) }
     guard result.ok else { throw HarnessError("python failed (\(result.status)): \(result.stderr)") }
     return result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
 }

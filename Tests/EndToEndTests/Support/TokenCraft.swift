@@ -1,5 +1,6 @@
 import Base64
 import Foundation
+import MailgateTesting
 import Crypto
 
 /// Hand-made JWTs: any header, any payload, any key, any encoding mistake.
@@ -46,26 +47,15 @@ enum PyJWT {
     static func encode(payloadJSON: String, algorithm: String = "HS256", keySource: String? = nil,
                        headersJSON: String = "null") async throws -> String {
         let env = try await E2E.get()
-        let script = """
-            import json, sys, jwt
-            key = open(sys.argv[1], "rb").read()
-            payload = json.loads(sys.argv[2])
-            headers = json.loads(sys.argv[4])
-            k = \(keySource ?? "key")
-            print(jwt.encode(payload, k, algorithm=sys.argv[3], headers=headers))
-            """
-        return try await python(script, [env.dataDir + "/token.key", payloadJSON, algorithm, headersJSON])
+        var arguments = ["encode", env.dataDir + "/token.key", payloadJSON, algorithm, headersJSON]
+        if let keySource { arguments.append(keySource) }
+        return try await python(PythonHelper.path("pyjwt_tool.py"), arguments)
     }
 
     /// `jwt.decode(token, key, algorithms=["HS256"])` as JSON, or throws.
     static func decode(_ token: String) async throws -> [String: Any] {
         let env = try await E2E.get()
-        let script = """
-            import json, sys, jwt
-            key = open(sys.argv[1], "rb").read()
-            print(json.dumps(jwt.decode(sys.argv[2], key, algorithms=["HS256"], options={"require": ["exp", "sub"]})))
-            """
-        let out = try await python(script, [env.dataDir + "/token.key", token])
+        let out = try await python(PythonHelper.path("pyjwt_tool.py"), ["decode", env.dataDir + "/token.key", token])
         guard let object = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any] else {
             throw HarnessError("PyJWT decode printed \(out)")
         }

@@ -1,37 +1,10 @@
 import Foundation
+import MailgateTesting
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Failures of the test harness itself (not of the code under test).
-struct HarnessError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// A fresh private directory, removed by `remove()`.
-struct TempDir {
-    let path: String
-
-    init() throws {
-        var template = Array((NSTemporaryDirectory() + "/mailgate-smtp-XXXXXX").utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw HarnessError("mkdtemp failed: \(String(cString: strerror(errno)))")
-        }
-        path = String(cString: made)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// Ends a child: waits `grace` for it to exit by itself, then SIGKILL.
-///
-/// Not SIGTERM: children started by Foundation's Process here inherit the
-/// test thread's signal mask, in which SIGTERM is blocked, so terminate()
-/// is silently ignored and waitUntilExit() would hang the whole test run.
 /// Reads a helper server's first stdout line, "PORT <n>", and returns the
 /// port (nil if the line is something else) and the line for error messages.
 func readAnnouncedPort(_ stdout: Pipe) -> (port: Int?, line: String) {
@@ -46,6 +19,11 @@ func readAnnouncedPort(_ stdout: Pipe) -> (port: Int?, line: String) {
     return (Int(line.dropFirst(5).prefix { $0.isNumber }), line)
 }
 
+/// Ends a child: waits `grace` for it to exit by itself, then SIGKILL.
+///
+/// Not SIGTERM: children started by Foundation's Process here inherit the
+/// test thread's signal mask, in which SIGTERM is blocked, so terminate()
+/// is silently ignored and waitUntilExit() would hang the whole test run.
 func reap(_ process: Process, grace: Duration = .seconds(2)) {
     let end = ContinuousClock.now + grace
     while process.isRunning && ContinuousClock.now < end { usleep(10_000) }
@@ -53,40 +31,22 @@ func reap(_ process: Process, grace: Duration = .seconds(2)) {
     process.waitUntilExit()
 }
 
-/// Runs a program to completion and fails when it exits non-zero.
-func run(_ executable: String, _ arguments: [String]) throws {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else {
-        throw HarnessError("\(executable) \(arguments.joined(separator: " ")) exited with \(p.terminationStatus)")
-    }
-}
+/// Self-signed certificates for localhost and 127.0.0.1, made once per
+/// test run with the openssl CLI (`makeCertificate` of the test kit).
+typealias TestCertificate = Certificate
 
-/// A self-signed certificate for localhost and 127.0.0.1, made once per
-/// test run with the openssl CLI.
-struct TestCertificate: Sendable {
-    let certPath: String
-    let keyPath: String
+extension Certificate {
+    var certPath: String { cert }
+    var keyPath: String { key }
 
-    static let shared = make(commonName: "localhost", subjectAltName: "DNS:localhost,IP:127.0.0.1")
+    static let shared = make(name: "localhost", commonName: "localhost", subjectAltName: "DNS:localhost,IP:127.0.0.1")
     /// Valid, but for another name: for host name verification.
-    static let otherName = make(commonName: "other.example", subjectAltName: "DNS:other.example")
+    static let otherName = make(name: "other", commonName: "other.example", subjectAltName: "DNS:other.example")
 
-    private static func make(commonName: String, subjectAltName: String) -> Result<TestCertificate, HarnessError> {
+    private static func make(name: String, commonName: String, subjectAltName: String) -> Result<Certificate, HarnessError> {
         do {
-            let dir = try TempDir()  // kept for the whole test run; it is tiny
-            let cert = dir.file("cert.pem"), key = dir.file("key.pem")
-            try run("/usr/bin/openssl", [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-subj", "/CN=\(commonName)", "-addext", "subjectAltName=\(subjectAltName)",
-                "-keyout", key, "-out", cert,
-            ])
-            return .success(TestCertificate(certPath: cert, keyPath: key))
+            let dir = try TempDir(prefix: "mailgate-smtp")  // kept for the whole test run; it is tiny
+            return .success(try makeCertificate(in: dir.path, name: name, subject: "/CN=\(commonName)", san: subjectAltName))
         } catch let e as HarnessError {
             return .failure(e)
         } catch {
@@ -95,58 +55,9 @@ struct TestCertificate: Sendable {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (for servers that
-/// cannot pick their own), or a socket we keep open.
 enum Ports {
-    /// Binds 127.0.0.1:0, optionally listens, and returns (fd, port).
-    static func bound(listen backlog: Int32?) throws -> (Int32, Int) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket failed") }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { ptr in
-            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
-            }
-        }
-        guard ok else {
-            close(fd)
-            throw HarnessError("bind failed: \(String(cString: strerror(errno)))")
-        }
-        if let backlog, Glibc.listen(fd, backlog) != 0 {
-            close(fd)
-            throw HarnessError("listen failed")
-        }
-        return (fd, Int(UInt16(bigEndian: addr.sin_port)))
-    }
-
-    /// A port with nothing listening on it.
-    static func closed() throws -> Int {
-        let (fd, port) = try bound(listen: nil)
-        close(fd)
-        return port
-    }
-
-    static func waitUntilListening(_ port: Int, timeout: Duration = .seconds(5)) throws {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = UInt16(port).bigEndian
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            close(fd)
-            if rc == 0 { return }
-            usleep(20_000)
-        }
-        throw HarnessError("nothing listening on port \(port)")
-    }
+    /// A TCP port on 127.0.0.1 with nothing listening on it.
+    static func closed() throws -> Int { try freePort() }
 }
 
 /// A socket that accepts TCP connections (in the kernel backlog) but never
@@ -156,7 +67,7 @@ final class SilentListener {
     private var fd: Int32
 
     init() throws {
-        (fd, port) = try Ports.bound(listen: 8)
+        (fd, port) = try boundLoopbackSocket(listen: 8)
     }
 
     func stop() {
@@ -176,7 +87,7 @@ struct ReceivedMessage {
     let raw: [UInt8]
 }
 
-/// The aiosmtpd server from SMTPServerScript.swift, as a subprocess.
+/// Tests/MailgateTesting/Python/smtp_server.py (aiosmtpd), as a subprocess.
 final class AiosmtpdServer {
     struct Options {
         var tls: TestCertificate?
@@ -197,9 +108,8 @@ final class AiosmtpdServer {
     private let stdinPipe: Pipe
 
     init(_ options: Options = Options()) throws {
-        dir = try TempDir()
-        let script = dir.file("smtp_server.py")
-        try smtpServerScript.write(toFile: script, atomically: true, encoding: .utf8)
+        dir = try TempDir(prefix: "mailgate-smtp")
+        let script = PythonHelper.path("smtp_server.py")
         let messages = dir.file("messages")
         try FileManager.default.createDirectory(atPath: messages, withIntermediateDirectories: true)
         var args = [script, "--dir", messages]
@@ -214,7 +124,7 @@ final class AiosmtpdServer {
 
         process = Process()
         // Debian's interpreter: the python3 on PATH cannot see python3-aiosmtpd.
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.executableURL = URL(fileURLWithPath: PythonHelper.interpreter)
         process.arguments = args
         stdinPipe = Pipe()  // the server exits when this closes
         let stdout = Pipe()
@@ -280,7 +190,7 @@ final class SMTPSink {
     private let process: Process
 
     init(_ extraArguments: [String] = []) throws {
-        dir = try TempDir()
+        dir = try TempDir(prefix: "mailgate-smtp")
         // smtp-sink drops to "nobody" (required when run as root), which must
         // be able to write the dumps.
         guard chmod(dir.path, 0o777) == 0 else { throw HarnessError("chmod failed") }
@@ -294,7 +204,7 @@ final class SMTPSink {
         process.standardError = FileHandle.nullDevice
         try process.run()
         do {
-            try Ports.waitUntilListening(port)
+            try waitUntil("smtp-sink on port \(port)", timeout: 5) { tcpAccepts(port) }
         } catch {
             stop()
             throw error

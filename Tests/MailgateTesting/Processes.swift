@@ -4,34 +4,16 @@ import Synchronization
 import Glibc
 #endif
 
-/// Failures of the harness itself (not of the code under test).
-struct HarnessError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// Runs blocking work (waitpid polling, socket reads) on its own thread so
-/// parallel tests do not starve Swift's cooperative pool (2 threads here).
-func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-        let thread = Thread {
-            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
-        }
-        thread.stackSize = 4 << 20
-        thread.start()
-    }
-}
-
 /// How a child ended.
-enum ExitStatus: Equatable, CustomStringConvertible {
+public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
     case exited(Int32)
     case signaled(Int32)
 
-    init(raw: Int32) {
+    public init(raw: Int32) {
         if raw & 0x7f == 0 { self = .exited((raw >> 8) & 0xff) } else { self = .signaled(raw & 0x7f) }
     }
 
-    var description: String {
+    public var description: String {
         switch self {
         case .exited(let code): "exit \(code)"
         case .signaled(let signal): "signal \(signal)"
@@ -40,16 +22,16 @@ enum ExitStatus: Equatable, CustomStringConvertible {
 }
 
 /// Every child still running; killed (group and all) when the test process exits.
-final class ChildRegistry: Sendable {
-    static let shared = ChildRegistry()
+public final class ChildRegistry: Sendable {
+    public static let shared = ChildRegistry()
     private let pids = Mutex<Set<pid_t>>([])
     private let installed = Mutex(false)
     private let directories = Mutex<[String]>([])
 
     /// Removed at exit after the children are gone (unless MAILGATE_E2E_KEEP is set).
-    func removeAtExit(_ directory: String) { directories.withLock { $0.append(directory) } }
+    public func removeAtExit(_ directory: String) { directories.withLock { $0.append(directory) } }
 
-    func add(_ pid: pid_t) {
+    public func add(_ pid: pid_t) {
         installed.withLock { done in
             if !done {
                 done = true
@@ -59,10 +41,10 @@ final class ChildRegistry: Sendable {
         pids.withLock { _ = $0.insert(pid) }
     }
 
-    func remove(_ pid: pid_t) { pids.withLock { _ = $0.remove(pid) } }
+    public func remove(_ pid: pid_t) { pids.withLock { _ = $0.remove(pid) } }
 
     /// SIGTERM to each child's process group, a short grace, then SIGKILL.
-    func killAll() {
+    public func killAll() {
         defer {
             let dirs = directories.withLock { dirs in defer { dirs.removeAll() }; return dirs }
             if ProcessInfo.processInfo.environment["MAILGATE_E2E_KEEP"] == nil {
@@ -89,11 +71,13 @@ final class ChildRegistry: Sendable {
 
 /// A child process whose stdin comes from a file (or /dev/null) and whose
 /// stdout and stderr go to files: never pipes, so nothing can hang on them.
-final class Child: Sendable {
-    let pid: pid_t
-    let name: String
-    let stdoutPath: String
-    let stderrPath: String
+/// Its signal mask and dispositions are reset, whatever the spawning
+/// thread had blocked.
+public final class Child: Sendable {
+    public let pid: pid_t
+    public let name: String
+    public let stdoutPath: String
+    public let stderrPath: String
     private let exit = Mutex<ExitStatus?>(nil)
 
     private init(pid: pid_t, name: String, stdoutPath: String, stderrPath: String) {
@@ -105,10 +89,10 @@ final class Child: Sendable {
 
     /// Starts `executable` in its own process group. `listeningSocket`, when
     /// given, becomes the child's fd 3, as systemd socket activation passes it.
-    static func spawn(_ executable: String, _ arguments: [String], stdin: String = "/dev/null",
-                      stdout: String, stderr: String, environment: [String: String]? = nil,
-                      removingEnvironment: Set<String> = [], listeningSocket: Int32? = nil,
-                      name: String? = nil) throws -> Child {
+    public static func spawn(_ executable: String, _ arguments: [String], stdin: String = "/dev/null",
+                             stdout: String, stderr: String, environment: [String: String]? = nil,
+                             removingEnvironment: Set<String> = [], listeningSocket: Int32? = nil,
+                             name: String? = nil) throws -> Child {
         var env = environment ?? ProcessInfo.processInfo.environment
         if environment == nil { for key in removingEnvironment { env[key] = nil } }
         var actions = posix_spawn_file_actions_t()
@@ -149,7 +133,7 @@ final class Child: Sendable {
     }
 
     /// Non-blocking: the exit status once the child has ended.
-    func poll() -> ExitStatus? {
+    public func poll() -> ExitStatus? {
         exit.withLock { stored in
             if let stored { return stored }
             var raw: Int32 = 0
@@ -162,7 +146,7 @@ final class Child: Sendable {
     }
 
     /// Waits up to `timeout` seconds for the child to end.
-    func wait(timeout: Double) -> ExitStatus? {
+    public func wait(timeout: Double) -> ExitStatus? {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             if let status = poll() { return status }
@@ -171,10 +155,10 @@ final class Child: Sendable {
         }
     }
 
-    func signal(_ signal: Int32) { if poll() == nil { kill(pid, signal) } }
+    public func signal(_ signal: Int32) { if poll() == nil { kill(pid, signal) } }
 
     /// SIGTERM to the group, then SIGKILL if it lingers.
-    func stop() {
+    public func stop() {
         guard poll() == nil else { return }
         kill(-pid, SIGTERM)
         if wait(timeout: 3) == nil {
@@ -183,32 +167,26 @@ final class Child: Sendable {
         }
     }
 
-    var stdoutText: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
-    var stderrText: String {
+    public var stdoutText: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
+    public var stderrText: String {
         guard let data = FileManager.default.contents(atPath: stderrPath) else { return "" }
         return String(decoding: data, as: UTF8.self)
     }
 }
 
 /// What a finished tool printed.
-struct ToolResult: Sendable {
-    var status: ExitStatus
-    var stdout: [UInt8]
-    var stderr: String
-    var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
-    var ok: Bool { status == .exited(0) }
+public struct ToolResult: Sendable {
+    public var status: ExitStatus
+    public var stdout: [UInt8]
+    public var stderr: String
+    public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+    public var ok: Bool { status == .exited(0) }
 }
 
-/// A counter for unique file and user names within one test process.
-final class Counter: Sendable {
-    static let shared = Counter()
-    private let value = Mutex(0)
-    func next() -> Int { value.withLock { $0 += 1; return $0 } }
-}
-
-/// Runs a program to completion (stdin from bytes written to a file).
-func runTool(_ executable: String, _ arguments: [String], in directory: String, stdin: [UInt8]? = nil,
-             environment: [String: String]? = nil, timeout: Double = 60) throws -> ToolResult {
+/// Runs a program to completion (stdin from bytes written to a file); its
+/// output goes through files in `directory`, removed afterwards.
+public func runTool(_ executable: String, _ arguments: [String], in directory: String, stdin: [UInt8]? = nil,
+                    environment: [String: String]? = nil, timeout: Double = 60) throws -> ToolResult {
     let n = Counter.shared.next()
     let base = "\(directory)/run-\(n)"
     var stdinPath = "/dev/null"
@@ -229,100 +207,4 @@ func runTool(_ executable: String, _ arguments: [String], in directory: String, 
     let result = ToolResult(status: status, stdout: out, stderr: child.stderrText)
     for suffix in [".in", ".out", ".err"] { unlink(base + suffix) }
     return result
-}
-
-/// Ports handed out by `freePort()` in this process: never twice.
-private let handedOutPorts = Mutex<Set<Int>>([])
-
-/// Retries `start` with a new port when the chosen one was taken meanwhile
-/// (another test's server, or an outgoing connection's ephemeral port).
-func withFreshPort<T>(_ start: (Int) throws -> T) throws -> T {
-    var attempt = 0
-    while true {
-        attempt += 1
-        do {
-            return try start(try freePort())
-        } catch let error as HarnessError where attempt < 5 && error.description.lowercased().contains("in use") {
-            continue
-        }
-    }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago, not handed out before.
-func freePort() throws -> Int {
-    for _ in 0..<20 {
-        let port = try kernelFreePort()
-        if handedOutPorts.withLock({ $0.insert(port).inserted }) { return port }
-    }
-    throw HarnessError("no fresh free port")
-}
-
-private func kernelFreePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw HarnessError("socket failed") }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, len) }
-    }
-    guard bound == 0 else { throw HarnessError("bind failed") }
-    let named = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-    }
-    guard named == 0 else { throw HarnessError("getsockname failed") }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
-
-/// True when something accepts TCP connections on 127.0.0.1:port.
-func tcpAccepts(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = UInt16(port).bigEndian
-    return withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-        }
-    }
-}
-
-/// True when something accepts connections on the Unix socket at `path`.
-func unixAccepts(_ path: String) -> Bool {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
-    withUnsafeMutableBytes(of: &addr.sun_path) { buffer in
-        for (i, byte) in bytes.enumerated() { buffer[i] = byte }
-        buffer[bytes.count] = 0
-    }
-    return withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-        }
-    }
-}
-
-/// Polls `condition` every 20 ms until it holds; fails with `what` (and the
-/// child's stderr if it died) after `timeout` seconds.
-func waitUntil(_ what: String, timeout: Double = 15, child: Child? = nil, _ condition: () -> Bool) throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while !condition() {
-        if let child, let status = child.poll() {
-            throw HarnessError("\(child.name) ended (\(status)) while waiting for \(what): \(child.stderrText.suffix(2000)) \(child.stdoutText.suffix(500))")
-        }
-        if Date() >= deadline {
-            throw HarnessError("timed out after \(timeout) s waiting for \(what)\(child.map { ": " + $0.stderrText.suffix(2000) } ?? "")")
-        }
-        usleep(20_000)
-    }
 }

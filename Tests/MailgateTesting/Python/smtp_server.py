@@ -1,8 +1,3 @@
-// The aiosmtpd test server run by the integration tests, written to a temp
-// file at test time. It is kept as Swift source rather than a .py file next
-// to the tests only because SwiftPM warns about unhandled files in a target
-// and Package.swift (owned elsewhere) does not exclude it.
-let smtpServerScript = #"""
 #!/usr/bin/python3
 """Test SMTP server for Mailgate's SMTPTests (run with Debian's /usr/bin/python3).
 
@@ -11,9 +6,6 @@ connections, and stores every accepted message in --dir as
 <n>.json (envelope) and <n>.eml (the raw, dot-unstuffed DATA bytes), so the
 Swift tests can assert on exactly what arrived. Exits when stdin closes, so a
 test process that dies cannot leave it behind.
-
-This text lives in a Swift string (SMTPServerScript.swift) because SwiftPM
-warns about a .py file in a test target that Package.swift does not exclude.
 """
 import argparse
 import asyncio
@@ -129,4 +121,3 @@ def main():
 
 if __name__ == "__main__":
     main()
-"""#

@@ -1,0 +1,54 @@
+#!/usr/bin/python3
+"""A one-connection SMTP server that follows a fixed script, for replies no
+real server sends on demand (malformed lines, injected bytes after the
+STARTTLS 220, EHLO refusals). Plain Python, no packages (SMTPTests'
+ScriptedServer).
+
+Usage: scripted_smtp_server.py STEPS.json CLIENT.log [CERT KEY]
+  prints "PORT <n>" once it listens; STEPS is a list of {"send": text},
+  {"expect": prefix}, {"starttls": true} or {"close": true}; every line the
+  client sends is logged to CLIENT.log.
+"""
+import json, socket, ssl, sys
+
+steps = json.load(open(sys.argv[1]))
+log = open(sys.argv[2], "w")
+cert, key = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else (None, None)
+
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+print("PORT %d" % srv.getsockname()[1], flush=True)
+srv.settimeout(10)
+conn, _ = srv.accept()
+conn.settimeout(10)
+reader = conn.makefile("rb")
+try:
+    for step in steps:
+        if "send" in step:
+            conn.sendall(step["send"].encode())
+        elif "expect" in step:
+            line = reader.readline()
+            log.write(line.decode(errors="replace"))
+            log.flush()
+            if not line.upper().startswith(step["expect"].upper().encode()):
+                log.write("!! expected %s\n" % step["expect"])
+                break
+        elif "starttls" in step:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            conn = ctx.wrap_socket(conn, server_side=True)
+            reader = conn.makefile("rb")
+        elif "close" in step:
+            break
+    else:
+        # Script done: wait for the client to hang up, logging what it says.
+        while True:
+            line = reader.readline()
+            if not line:
+                break
+            log.write(line.decode(errors="replace"))
+            log.flush()
+except (OSError, ssl.SSLError) as e:
+    log.write("!! %s\n" % e)
+conn.close()
