@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "FastCGI", dependencies: ["CFastCGI", "Posix"]),
         .target(name: "JSON"),
         .target(name: "Crypto", dependencies: ["COpenSSL", "JSON", "Base64", "Posix"]),
-        .target(name: "MIME"),
+        .target(name: "MIME", dependencies: ["Base64"]),
         .target(name: "SMTP", dependencies: ["COpenSSL", "Posix"]),
         .target(name: "Store", dependencies: [
             "Crypto",
