@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "JSON"),
         .target(name: "Crypto", dependencies: ["COpenSSL", "JSON", "Base64", "Posix"]),
         .target(name: "MIME", dependencies: ["Base64"]),
-        .target(name: "SMTP", dependencies: ["COpenSSL", "Posix"]),
+        .target(name: "SMTP", dependencies: ["COpenSSL", "Posix", "MIME", "Base64"]),
         .target(name: "Store", dependencies: [
             "Crypto",
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "Base64Tests", dependencies: ["Base64"]),
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Base64"]),
         .testTarget(name: "MIMETests", dependencies: ["MIME"]),
-        .testTarget(name: "SMTPTests", dependencies: ["SMTP"]),
+        .testTarget(name: "SMTPTests", dependencies: ["SMTP", "MIME", "Base64"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Crypto"]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
         .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Crypto", "Store"]),

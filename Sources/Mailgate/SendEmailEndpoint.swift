@@ -89,7 +89,7 @@ extension Application {
             throw APIError(400, error.description)
         }
 
-        let envelope = SMTPEnvelope(sender: sender.address.description, recipients: [recipient.address.description])
+        let envelope = SMTPEnvelope(sender: sender.address, recipients: [recipient.address])
         let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
         let reply: SMTPReply
         do throws(SMTPError) {
@@ -158,14 +158,14 @@ extension Application {
             return APIError(502, detail, logOutcome: logOutcome)
         case .timeout:
             return APIError(504, detail, logOutcome: logOutcome)
-        case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed:
+        case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed, .readFailed, .writeFailed:
             // Lost after the message was handed over: the server may have
             // kept it, so inviting a retry could send it twice.
             if !error.isSafeToRetry {
                 return APIError(502, detail + " (the message may or may not have been delivered)", logOutcome: logOutcome)
             }
             return APIError(503, detail, headers: retry, logOutcome: logOutcome)
-        case .tls, .protocolViolation, .authUnavailable, .starttlsUnavailable:
+        case .tls, .tlsHandshakeFailed, .certificateRejected, .protocolViolation, .authUnavailable, .starttlsUnavailable:
             return APIError(502, detail, logOutcome: logOutcome)
         }
     }

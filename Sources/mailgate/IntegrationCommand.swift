@@ -85,7 +85,7 @@ struct IntegrationCommand: ParsableCommand {
             let deadline = ContinuousClock.now.advanced(by: timeout.duration)
             let connection = try SMTPConnection.open(config, deadline: deadline)
             defer { connection.quit() }
-            print("connected to \(integration.host):\(integration.port) (\(security.rawValue)); server offers: \(connection.capabilities.sorted().joined(separator: " "))")
+            print("connected to \(integration.host):\(integration.port) (\(security.rawValue)); server offers: \(connection.serverInfo)")
             print(integration.username == nil ? "no login configured" : "logged in as \(integration.username ?? "")")
             guard let sendTo else { return }
             let recipient = try EmailAddress.parse(sendTo)
@@ -96,7 +96,7 @@ struct IntegrationCommand: ParsableCommand {
                 subject: "Mailgate test message", body: "This is a test message sent by `mailgate integration test`.\n",
                 date: Date(), messageID: messageID)
             let reply = try connection.send(
-                SMTPEnvelope(sender: sender.address.description, recipients: [recipient.address.description]),
+                SMTPEnvelope(sender: sender.address, recipients: [recipient.address]),
                 message: message.render(), resetFirst: false, deadline: deadline)
             print("sent test message <\(messageID)> to \(recipient.address): \(reply.code) \(reply.text)")
         }
