@@ -75,29 +75,26 @@ extension Application {
             throw internalError("stored from address is invalid", error)
         }
 
-        let messageID = MessageID.generate(domain: sender.address.domain)
-        let mail = MailMessage(
-            from: Mailbox(displayName: integration.fromName, address: sender.address),
-            to: recipient, subject: input.subject, body: input.message,
-            date: Date(timeIntervalSince1970: TimeInterval(now())), messageID: messageID)
-        let rendered: [UInt8]
+        let mail: ComposedMail
         do {
-            rendered = try mail.render()
+            mail = try ComposedMail.compose(
+                from: sender.address, fromName: integration.fromName, to: recipient, subject: input.subject,
+                body: input.message, date: Date(timeIntervalSince1970: TimeInterval(now())))
         } catch {
             // The renderer is the one place header values are checked
             // (CR, LF or NUL in the subject): "Subject must not contain ...".
             throw APIError(400, error.description)
         }
 
-        let envelope = SMTPEnvelope(sender: sender.address, recipients: [recipient.address])
         let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
         let reply: SMTPReply
         do throws(SMTPError) {
-            reply = try transport.send(owner: credentials.user.username, server: server, envelope: envelope,
-                                       message: rendered, deadline: deadline)
+            reply = try transport.send(owner: credentials.user.username, server: server, envelope: mail.envelope,
+                                       message: mail.message, deadline: deadline)
         } catch {
             throw smtpFailure(error)
         }
+        let messageID = mail.messageID
         outcome.smtp = "\(reply.code)"
         outcome.messageID = messageID
         return .json(200, .object([

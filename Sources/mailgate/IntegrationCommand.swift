@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Mailgate
 import MIME
 import SMTP
 import Store
@@ -90,14 +91,12 @@ struct IntegrationCommand: ParsableCommand {
             guard let sendTo else { return }
             let recipient = try EmailAddress.parse(sendTo)
             let sender = try EmailAddress.parse(integration.fromAddress)
-            let messageID = MessageID.generate(domain: sender.address.domain)
-            let message = MailMessage(
-                from: Mailbox(displayName: integration.fromName, address: sender.address), to: recipient,
+            let mail = try ComposedMail.compose(
+                from: sender.address, fromName: integration.fromName, to: recipient,
                 subject: "Mailgate test message", body: "This is a test message sent by `mailgate integration test`.\n",
-                date: Date(), messageID: messageID)
-            let reply = try connection.send(
-                SMTPEnvelope(sender: sender.address, recipients: [recipient.address]),
-                message: message.render(), resetFirst: false, deadline: deadline)
+                date: Date())
+            let messageID = mail.messageID
+            let reply = try connection.send(mail.envelope, message: mail.message, resetFirst: false, deadline: deadline)
             print("sent test message <\(messageID)> to \(recipient.address): \(reply.code) \(reply.text)")
         }
     }
