@@ -6,6 +6,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Base64
 
 @usableFromInline let asciiCR: UInt8 = 0x0D
 @usableFromInline let asciiLF: UInt8 = 0x0A
@@ -13,8 +14,6 @@ import Foundation
 @usableFromInline let asciiTab: UInt8 = 0x09
 
 private let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
-private let base64Alphabet: [UInt8] =
-    Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
 extension Array where Element == UInt8 {
     @inline(__always)
@@ -29,66 +28,24 @@ extension Array where Element == UInt8 {
     }
 }
 
-// MARK: - Base64
-
-enum Base64 {
-    static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
-
-    static func append(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
-        base64Alphabet.withUnsafeBufferPointer { table in
-            var i = 0
-            let n = bytes.count
-            while i + 3 <= n {
-                let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
-                out.append(table[Int(v >> 18 & 0x3F)])
-                out.append(table[Int(v >> 12 & 0x3F)])
-                out.append(table[Int(v >> 6 & 0x3F)])
-                out.append(table[Int(v & 0x3F)])
-                i += 3
-            }
-            let rest = n - i
-            if rest == 1 {
-                let v = UInt32(bytes[i]) << 16
-                out.append(table[Int(v >> 18 & 0x3F)])
-                out.append(table[Int(v >> 12 & 0x3F)])
-                out.appendASCII("==")
-            } else if rest == 2 {
-                let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
-                out.append(table[Int(v >> 18 & 0x3F)])
-                out.append(table[Int(v >> 12 & 0x3F)])
-                out.append(table[Int(v >> 6 & 0x3F)])
-                out.append(UInt8(ascii: "="))
-            }
-        }
-    }
-}
-
 // MARK: - Body analysis and transfer encodings
 
 /// What one pass over the body tells us: which transfer encoding is needed
-/// and how big the output will be (so the buffer is allocated once).
+/// and how big the output will be (so the buffer is allocated once). Lines
+/// are split by `LineBreak`'s rule, like every encoder below.
 struct BodyScan {
     var sevenBit = true
     var lineBreaks = 0
     /// Octets the quoted-printable form needs before soft line breaks.
     var qpOctets = 0
-    var endsWithLineBreak = false
 
     init(_ b: UnsafeBufferPointer<UInt8>) {
-        var lineLength = 0
-        var i = 0
-        let n = b.count
-        while i < n {
-            let c = b[i]
-            if c == asciiCR || c == asciiLF {
-                // CRLF is one break; a bare CR or bare LF is one break each.
-                if c == asciiCR, i + 1 < n, b[i + 1] == asciiLF { i += 1 }
-                lineBreaks += 1
-                lineLength = 0
-                qpOctets += 3  // a following space may need "=20"; close enough
-            } else {
-                lineLength += 1
-                if lineLength > 998 { sevenBit = false }
+        var sevenBit = true
+        var lineBreaks = 0
+        var qpOctets = 0
+        LineBreak.forEachLine(in: b) { line, terminated in
+            if line.count > LineBreak.maxLineLength { sevenBit = false }
+            for c in line {
                 if QuotedPrintable.isLiteral(c) || c == asciiSP || c == asciiTab {
                     qpOctets += 1
                 } else {
@@ -98,9 +55,14 @@ struct BodyScan {
                 // the rest are better made visible than sent raw.
                 if c >= 0x7F || (c < 0x20 && c != asciiTab) { sevenBit = false }
             }
-            i += 1
+            if terminated {
+                lineBreaks += 1
+                qpOctets += 3  // a following space may need "=20"; close enough
+            }
         }
-        endsWithLineBreak = n > 0 && (b[n - 1] == asciiCR || b[n - 1] == asciiLF)
+        self.sevenBit = sevenBit
+        self.lineBreaks = lineBreaks
+        self.qpOctets = qpOctets
     }
 
     /// Upper bound of the encoded body size.
@@ -111,26 +73,13 @@ struct BodyScan {
 }
 
 enum SevenBit {
-    /// Copies the body, turning every CRLF, bare CR and bare LF into CRLF.
-    static func append(_ b: UnsafeBufferPointer<UInt8>, to out: inout [UInt8], endsWithLineBreak: Bool) {
-        var runStart = 0
-        var i = 0
-        let n = b.count
-        while i < n {
-            let c = b[i]
-            if c == asciiCR || c == asciiLF {
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: b[runStart..<i]))
-                out.appendCRLF()
-                if c == asciiCR, i + 1 < n, b[i + 1] == asciiLF { i += 1 }
-                runStart = i + 1
-            }
-            i += 1
+    /// Copies the body line by line, each line ended by CRLF (a message
+    /// ends with a line break; SMTP's "<CRLF>.<CRLF>" needs it).
+    static func append(_ b: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        LineBreak.forEachLine(in: b) { line, _ in
+            out.append(contentsOf: line)
+            out.appendCRLF()
         }
-        if runStart < n {
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: b[runStart..<n]))
-        }
-        // A message ends with a line break; SMTP's "<CRLF>.<CRLF>" needs it.
-        if n > 0 && !endsWithLineBreak { out.appendCRLF() }
     }
 }
 
@@ -144,45 +93,38 @@ enum QuotedPrintable {
         c >= 33 && c <= 126 && c != UInt8(ascii: "=")
     }
 
-    /// Encodes the body; line breaks (normalised as in `SevenBit`) become
-    /// hard CRLF breaks, long lines get soft breaks ("=" CRLF).
-    static func append(_ b: UnsafeBufferPointer<UInt8>, to out: inout [UInt8], endsWithLineBreak: Bool) {
+    /// Encodes the body; each line (split by `LineBreak`) ends with a hard
+    /// CRLF break, long lines get soft breaks ("=" CRLF).
+    static func append(_ b: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         hexDigits.withUnsafeBufferPointer { hex in
-            var column = 0
-            var i = 0
-            let n = b.count
-            while i < n {
-                let c = b[i]
-                if c == asciiCR || c == asciiLF {
-                    out.appendCRLF()
-                    column = 0
-                    if c == asciiCR, i + 1 < n, b[i + 1] == asciiLF { i += 1 }
-                    i += 1
-                    continue
+            LineBreak.forEachLine(in: b) { line, _ in
+                var column = 0
+                let n = line.count
+                for i in 0..<n {
+                    let c = line[i]
+                    let lastOnLine = i + 1 == n
+                    // Whitespace at the end of a line would be stripped in
+                    // transit (rule 3), so it is encoded there.
+                    let literal = isLiteral(c) || ((c == asciiSP || c == asciiTab) && !lastOnLine)
+                    let width = literal ? 1 : 3
+                    // Leave room for the '=' of a soft break unless this is the
+                    // last octet of the line; never split an "=XX" triplet.
+                    if column + width > (lastOnLine ? maxLine : maxLine - 1) {
+                        out.append(UInt8(ascii: "="))
+                        out.appendCRLF()
+                        column = 0
+                    }
+                    if literal {
+                        out.append(c)
+                    } else {
+                        out.append(UInt8(ascii: "="))
+                        out.append(hex[Int(c >> 4)])
+                        out.append(hex[Int(c & 0x0F)])
+                    }
+                    column += width
                 }
-                let lastOnLine = i + 1 == n || b[i + 1] == asciiCR || b[i + 1] == asciiLF
-                // Whitespace at the end of a line would be stripped in
-                // transit (rule 3), so it is encoded there.
-                let literal = isLiteral(c) || ((c == asciiSP || c == asciiTab) && !lastOnLine)
-                let width = literal ? 1 : 3
-                // Leave room for the '=' of a soft break unless this is the
-                // last octet of the line; never split an "=XX" triplet.
-                if column + width > (lastOnLine ? maxLine : maxLine - 1) {
-                    out.append(UInt8(ascii: "="))
-                    out.appendCRLF()
-                    column = 0
-                }
-                if literal {
-                    out.append(c)
-                } else {
-                    out.append(UInt8(ascii: "="))
-                    out.append(hex[Int(c >> 4)])
-                    out.append(hex[Int(c & 0x0F)])
-                }
-                column += width
-                i += 1
+                out.appendCRLF()
             }
-            if n > 0 && !endsWithLineBreak { out.appendCRLF() }
         }
     }
 }
@@ -231,9 +173,9 @@ enum EncodedWord {
             func flush() {
                 guard chunkEnd > chunkStart else { return }
                 out.appendASCII(prefix)
-                Base64.append(UnsafeBufferPointer(rebasing: utf8[chunkStart..<chunkEnd]), to: &out)
+                Base64.standard.append(UnsafeBufferPointer(rebasing: utf8[chunkStart..<chunkEnd]), to: &out)
                 out.appendASCII("?=")
-                column += overhead + Base64.encodedLength(chunkEnd - chunkStart)
+                column += overhead + Base64.standard.encodedLength(chunkEnd - chunkStart)
                 chunkStart = chunkEnd
             }
 

@@ -74,10 +74,10 @@ public struct MailMessage: Sendable {
             out.appendASCII("Content-Type: text/plain; charset=utf-8\r\n")
             if scan.sevenBit {
                 out.appendASCII("Content-Transfer-Encoding: 7bit\r\n\r\n")
-                SevenBit.append(bodyBytes, to: &out, endsWithLineBreak: scan.endsWithLineBreak)
+                SevenBit.append(bodyBytes, to: &out)
             } else {
                 out.appendASCII("Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-                QuotedPrintable.append(bodyBytes, to: &out, endsWithLineBreak: scan.endsWithLineBreak)
+                QuotedPrintable.append(bodyBytes, to: &out)
             }
             return out
         }

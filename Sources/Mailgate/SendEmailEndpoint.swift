@@ -73,21 +73,17 @@ extension Application {
             throw internalError("stored from address is invalid", error)
         }
 
-        let messageID = MessageID.generate(domain: sender.address.domain)
-        let mail = MailMessage(
-            from: Mailbox(displayName: integration.fromName, address: sender.address),
-            to: recipient, subject: input.subject, body: input.message,
-            date: Date(timeIntervalSince1970: TimeInterval(now())), messageID: messageID)
-        let rendered: [UInt8]
+        let mail: ComposedMail
         do {
-            rendered = try mail.render()
+            mail = try ComposedMail.compose(
+                from: sender.address, fromName: integration.fromName, to: recipient, subject: input.subject,
+                body: input.message, date: Date(timeIntervalSince1970: TimeInterval(now())))
         } catch {
             // The renderer is the one place header values are checked
             // (CR, LF or NUL in the subject): "Subject must not contain ...".
             throw APIError(400, error.description)
         }
 
-        let envelope = SMTPEnvelope(sender: sender.address.description, recipients: [recipient.address.description])
         // The slot is held for the SMTP exchange only: that is the wait a
         // dead or slow server of this user imposes on a worker.
         let user = credentials.user.username
@@ -99,12 +95,13 @@ extension Application {
         let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
         let reply: SMTPReply
         do throws(SMTPError) {
-            reply = try transport.send(owner: credentials.user.username, server: server, envelope: envelope,
-                                       message: rendered, deadline: deadline)
+            reply = try transport.send(owner: credentials.user.username, server: server, envelope: mail.envelope,
+                                       message: mail.message, deadline: deadline)
         } catch {
             context.log.outcome = "\(error.stage.rawValue): \(error.description)"
             throw smtpFailure(error)
         }
+        let messageID = mail.messageID
         context.log.outcome = "\(reply.code)"
         context.log.messageID = messageID
         return .json(200, .object([
@@ -161,14 +158,14 @@ extension Application {
             return APIError(502, detail)
         case .timeout:
             return APIError(504, detail)
-        case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed:
+        case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed, .readFailed, .writeFailed:
             // Lost after the message was handed over: the server may have
             // kept it, so inviting a retry could send it twice.
             if !error.isSafeToRetry {
                 return APIError(502, detail + " (the message may or may not have been delivered)")
             }
             return APIError(503, detail, headers: retry)
-        case .tls, .protocolViolation, .authUnavailable, .starttlsUnavailable:
+        case .tls, .tlsHandshakeFailed, .certificateRejected, .protocolViolation, .authUnavailable, .starttlsUnavailable:
             return APIError(502, detail)
         }
     }

@@ -1,16 +1,27 @@
-/// The sender and recipients of one mail transaction (MAIL FROM / RCPT TO).
-public struct SMTPEnvelope: Sendable {
-    /// The reverse path; "" sends the null sender "<>".
-    public var sender: String
-    public var recipients: [String]
+import MIME
 
-    public init(sender: String, recipients: [String]) {
+/// The sender and recipients of one mail transaction (MAIL FROM / RCPT TO).
+/// The addresses are MIME's validated `EmailAddress`es, the same values the
+/// message headers are rendered from: what can be written into
+/// "<...>" was decided when they were parsed, and is not checked again.
+public struct SMTPEnvelope: Sendable, Equatable {
+    /// The reverse path; nil sends the null sender "<>".
+    public var sender: EmailAddress?
+    /// Every RCPT TO, in order (To, Cc and Bcc alike). A send with none is refused.
+    public var recipients: [EmailAddress]
+
+    public init(sender: EmailAddress?, recipients: [EmailAddress]) {
         self.sender = sender
         self.recipients = recipients
     }
 }
 
 /// One SMTP session with blocking I/O on the calling thread.
+///
+/// The session sits on a `NetworkStream` (TCP or TLS bytes, no SMTP): it
+/// sends `SMTPCommand`s, reads `SMTPReply`s, learns the server's
+/// `ServerInfo` from EHLO, and turns the stream's I/O failures into
+/// `SMTPError`s with the stage they happened in, in one place (`io`).
 ///
 /// Every operation takes an absolute deadline; each command round trip is
 /// additionally bounded by `commandTimeout` and connecting (TCP and TLS
@@ -21,34 +32,74 @@ public struct SMTPEnvelope: Sendable {
 /// connection to exactly one caller).
 public final class SMTPConnection {
     private let config: SMTPServerConfig
-    private let channel: Channel
-    private var extensions: [String: [String]] = [:]
+    private let stream: NetworkStream
     private var broken = false
     private var closed = false
 
     public private(set) var messagesSent = 0
     public private(set) var lastUsed: ContinuousClock.Instant
 
-    /// Upper-cased EHLO keywords, e.g. "PIPELINING", "8BITMIME", "SIZE", "AUTH".
-    /// Empty after a HELO fallback.
-    public var capabilities: Set<String> { Set(extensions.keys) }
+    /// What the EHLO reply announced (after STARTTLS: the second EHLO's).
+    /// Nothing after a HELO fallback.
+    public private(set) var serverInfo: ServerInfo = .none
+
+    /// The announced extensions, e.g. `.pipelining`, `.size(n)`, `.auth(.plain)`.
+    public var capabilities: Set<SMTPExtension> { serverInfo.extensions }
 
     /// True after any failure that may have left the session in an unknown
     /// state (I/O error, timeout, unexpected reply): never reuse it then.
     public var isBroken: Bool { broken || closed }
 
-    private init(config: SMTPServerConfig, channel: Channel) {
+    private init(config: SMTPServerConfig, stream: NetworkStream) {
         self.config = config
-        self.channel = channel
+        self.stream = stream
         self.lastUsed = .now
     }
 
-    deinit { channel.close(graceful: false) }
+    deinit { stream.close(graceful: false) }
 
     private var server: String { config.endpoint }
 
     private func error(_ kind: SMTPError.Kind, _ stage: SMTPStage) -> SMTPError {
         SMTPError(kind, stage: stage, server: server)
+    }
+
+    /// Runs byte-stream work during `stage`: the one place where an I/O
+    /// failure becomes an `SMTPError`.
+    private func io<T>(_ stage: SMTPStage, _ work: () throws(StreamError) -> T) throws(SMTPError) -> T {
+        do throws(StreamError) {
+            return try work()
+        } catch {
+            throw SMTPError(error, stage: stage, server: server)
+        }
+    }
+
+    /// Reads one complete reply.
+    private func readReply(_ stage: SMTPStage, deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
+        var parser = SMTPReplyParser()
+        while true {
+            let line = try io(stage) { () throws(StreamError) in
+                try stream.readLine(maxLength: SMTPReplyParser.maxLineLength, deadline: deadline)
+            }
+            do throws(SMTPReplyParser.ParseError) {
+                if let reply = try parser.consume(line: line) { return reply }
+            } catch {
+                throw self.error(.protocolViolation(error.message), stage)
+            }
+        }
+    }
+
+    /// Writes `bytes` (one command group, or the message) during `stage`.
+    private func write(_ bytes: [UInt8], _ stage: SMTPStage, deadline: ContinuousClock.Instant) throws(SMTPError) {
+        try io(stage) { () throws(StreamError) in try stream.write(bytes, deadline: deadline) }
+    }
+
+    /// The TLS handshake, bounded by the connect timeout.
+    private func startTLS(_ tls: TLSContext, deadline: ContinuousClock.Instant) throws(SMTPError) {
+        let handshakeDeadline = min(deadline, .now + config.connectTimeout)
+        try io(.tls) { () throws(StreamError) in
+            try stream.startTLS(context: tls, host: config.host, deadline: handshakeDeadline)
+        }
     }
 
     /// Deadline for one command's round trip: the command timeout, but never
@@ -70,18 +121,26 @@ public final class SMTPConnection {
         }
         // Build the TLS context first: a bad CA file is a configuration
         // error, reported without touching the network.
-        let tls: TLSContext? = config.security == .none
-            ? nil
-            : try TLSContext.shared(caFile: config.caFile, verify: config.verifyCertificates, server: server)
-        let connectDeadline = min(deadline, .now + config.connectTimeout)
-        let channel = try Channel.connect(host: config.host, port: config.port, server: server, deadline: connectDeadline)
-        let connection = SMTPConnection(config: config, channel: channel)
+        let tls: TLSContext?
+        let stream: NetworkStream
+        do throws(StreamError) {
+            tls = config.security == .none
+                ? nil
+                : try TLSContext.shared(caFile: config.caFile, verify: config.verifyCertificates)
+        } catch {
+            throw SMTPError(error, stage: .tls, server: server)
+        }
+        do throws(StreamError) {
+            stream = try NetworkStream.connect(host: config.host, port: config.port,
+                                               deadline: min(deadline, .now + config.connectTimeout))
+        } catch {
+            throw SMTPError(error, stage: .connect, server: server)
+        }
+        let connection = SMTPConnection(config: config, stream: stream)
         do throws(SMTPError) {
             try connection.handshake(tls: tls, deadline: deadline)
         } catch {
-            connection.broken = true
-            connection.channel.close(graceful: false)
-            connection.closed = true
+            connection.close()
             throw error
         }
         connection.lastUsed = .now
@@ -90,24 +149,24 @@ public final class SMTPConnection {
 
     private func handshake(tls: TLSContext?, deadline: ContinuousClock.Instant) throws(SMTPError) {
         if config.security == .tls, let tls {
-            try channel.startTLS(context: tls, host: config.host, deadline: min(deadline, .now + config.connectTimeout))
+            try startTLS(tls, deadline: deadline)
         }
-        let greeting = try channel.readReply(stage: .greeting, deadline: commandDeadline(deadline))
+        let greeting = try readReply(.greeting, deadline: commandDeadline(deadline))
         guard greeting.code == 220 else { throw error(.reply(greeting), .greeting) }
 
         try hello(deadline: deadline)
 
         if config.security == .starttls, let tls {
-            guard extensions["STARTTLS"] != nil else { throw error(.starttlsUnavailable, .starttls) }
-            let reply = try command("STARTTLS", stage: .starttls, deadline: deadline)
+            guard serverInfo.supports(.startTLS) else { throw error(.starttlsUnavailable, .starttls) }
+            let reply = try command(.startTLS, deadline: deadline)
             guard reply.code == 220 else { throw error(.reply(reply), .starttls) }
             // Anything that arrived after the 220 was sent in clear text and
             // possibly injected (CVE-2011-0411 style): it must not be read as
             // a reply to what we send over TLS.
-            channel.discardBuffered()
-            try channel.startTLS(context: tls, host: config.host, deadline: min(deadline, .now + config.connectTimeout))
+            stream.discardBuffered()
+            try startTLS(tls, deadline: deadline)
             // RFC 3207: forget everything learnt before TLS and ask again.
-            extensions = [:]
+            serverInfo = .none
             try hello(deadline: deadline)
         }
 
@@ -118,21 +177,22 @@ public final class SMTPConnection {
 
     /// EHLO, falling back to HELO when the server rejects EHLO with 5xx.
     private func hello(deadline: ContinuousClock.Instant) throws(SMTPError) {
-        let ehlo = try command("EHLO \(config.heloName)", stage: .ehlo, deadline: deadline)
+        let ehlo = try command(.ehlo(config.heloName), deadline: deadline)
         if ehlo.code == 250 {
-            extensions = SMTPWire.parseExtensions(ehlo)
+            serverInfo = ServerInfo(ehlo: ehlo)
             return
         }
         guard ehlo.isPermanent else { throw error(.reply(ehlo), .ehlo) }
-        let helo = try command("HELO \(config.heloName)", stage: .ehlo, deadline: deadline)
+        let helo = try command(.helo(config.heloName), deadline: deadline)
         guard helo.code == 250 else { throw error(.reply(helo), .ehlo) }
-        extensions = [:]
+        serverInfo = .none
     }
 
     private func authenticate(deadline: ContinuousClock.Instant) throws(SMTPError) {
         let username = config.username ?? ""
         let password = config.password ?? ""
-        guard let offered = extensions["AUTH"] else {
+        let offered = serverInfo.authMechanisms
+        guard !offered.isEmpty else {
             throw error(.authUnavailable("the server does not offer AUTH"), .auth)
         }
         // NUL separates the fields of a PLAIN response: one inside a field
@@ -140,23 +200,22 @@ public final class SMTPConnection {
         if username.utf8.contains(0) || password.utf8.contains(0) {
             throw error(.protocolViolation("username or password contains a NUL character"), .auth)
         }
-        let mechanisms = Set(offered.map { $0.uppercased() })
-        if mechanisms.contains("PLAIN") {
+        if offered.contains(.plain) {
             // The command carries the password (base64 is not encryption):
             // it never goes into an error, only the server's reply does.
-            let reply = try command("AUTH PLAIN \(SMTPWire.authPlain(username: username, password: password))",
-                                    stage: .auth, deadline: deadline)
+            let reply = try command(.auth(.plain, initialResponse: SMTPWire.authPlain(username: username, password: password)),
+                                    deadline: deadline)
             guard reply.code == 235 else { throw authFailure(reply) }
-        } else if mechanisms.contains("LOGIN") {
-            let start = try command("AUTH LOGIN", stage: .auth, deadline: deadline)
+        } else if offered.contains(.login) {
+            let start = try command(.auth(.login, initialResponse: nil), deadline: deadline)
             guard start.code == 334 else { throw authFailure(start) }
-            let afterUser = try command(SMTPWire.base64(Array(username.utf8)), stage: .auth, deadline: deadline)
+            let afterUser = try command(.authResponse(SMTPWire.authLogin(username)), deadline: deadline)
             guard afterUser.code == 334 else { throw authFailure(afterUser) }
-            let done = try command(SMTPWire.base64(Array(password.utf8)), stage: .auth, deadline: deadline)
+            let done = try command(.authResponse(SMTPWire.authLogin(password)), deadline: deadline)
             guard done.code == 235 else { throw authFailure(done) }
         } else {
-            let list = offered.joined(separator: " ")
-            throw error(.authUnavailable("no supported AUTH mechanism (server offers: \(list.isEmpty ? "none" : list))"), .auth)
+            let list = offered.map(\.keyword).sorted().joined(separator: " ")
+            throw error(.authUnavailable("no supported AUTH mechanism (server offers: \(list))"), .auth)
         }
     }
 
@@ -169,13 +228,13 @@ public final class SMTPConnection {
         return error(.reply(reply), .auth)
     }
 
-    /// Writes one command line and reads its reply. Any transport failure
-    /// marks the connection broken.
-    private func command(_ line: String, stage: SMTPStage, deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
+    /// Writes one command and reads its reply. Any transport failure marks
+    /// the connection broken.
+    private func command(_ command: SMTPCommand, deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
         let d = commandDeadline(deadline)
         do throws(SMTPError) {
-            try channel.write(Array((line + "\r\n").utf8), stage: stage, deadline: d)
-            return try channel.readReply(stage: stage, deadline: d)
+            try write(command.wire, command.stage, deadline: d)
+            return try readReply(command.stage, deadline: d)
         } catch {
             broken = true
             throw error
@@ -188,9 +247,8 @@ public final class SMTPConnection {
     ///
     /// `message` is the complete RFC 5322 message (headers and body, LF or
     /// CRLF line ends); it is normalised to CRLF and dot-stuffed (see
-    /// `SMTPWire.dataPayload`). Addresses containing CR, LF, NUL, "<" or ">",
-    /// an empty recipient list, and lines over 998 octets are refused before
-    /// anything is sent.
+    /// `SMTPWire.dataPayload`). An empty recipient list and lines over 998
+    /// octets are refused before anything is sent.
     ///
     /// With PIPELINING, [RSET when `resetFirst`,] MAIL FROM, every RCPT TO and
     /// DATA go out in one write and the replies are read in order; without
@@ -204,54 +262,41 @@ public final class SMTPConnection {
                      deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
         // Everything that can be refused without the server is checked
         // before the first byte goes out.
-        if let problem = SMTPWire.addressProblem(envelope.sender) {
-            throw error(.protocolViolation("sender \(problem)"), .mail)
-        }
         guard !envelope.recipients.isEmpty else {
             throw error(.protocolViolation("no recipients"), .rcpt)
-        }
-        for recipient in envelope.recipients {
-            if let problem = SMTPWire.addressProblem(recipient) {
-                throw error(.protocolViolation("recipient \(problem)"), .rcpt)
-            }
-            if recipient.isEmpty {
-                throw error(.protocolViolation("recipient address is empty"), .rcpt)
-            }
         }
         guard !isBroken else { throw error(.connectionClosed, resetFirst ? .rset : .mail) }
 
         // Long lines must have been encoded by whoever built the message;
         // servers truncate, wrap or refuse them, so never send one raw.
-        let longest = SMTPWire.longestLineLength(message)
-        guard longest <= SMTPWire.maxLineLength else {
-            throw error(.protocolViolation("message has a line of \(longest) octets; the limit is \(SMTPWire.maxLineLength) (RFC 5321)"), .data)
+        let longest = LineBreak.longestLine(in: message)
+        guard longest <= LineBreak.maxLineLength else {
+            throw error(.protocolViolation("message has a line of \(longest) octets; the limit is \(LineBreak.maxLineLength) (RFC 5321)"), .data)
         }
         let payload = SMTPWire.dataPayload(message)
-        var mailParams = ""
-        if let size = extensions["SIZE"] {
+        var parameters: [MailParameter] = []
+        let size = serverInfo.size
+        if size.offered {
             // Lets the server refuse an oversized message before we send it.
-            if let limitText = size.first, let limit = Int(limitText), limit > 0, payload.count > limit {
+            if let limit = size.limit, payload.count > limit {
                 throw error(.reply(SMTPReply(code: 552, enhancedStatus: "5.3.4",
                                              lines: ["message size \(payload.count) exceeds the server's limit of \(limit)"])), .mail)
             }
-            mailParams += " SIZE=\(payload.count)"
+            parameters.append(.size(payload.count))
         }
-        if extensions["8BITMIME"] != nil, message.contains(where: { $0 >= 0x80 }) {
-            mailParams += " BODY=8BITMIME"
+        if serverInfo.supports(.eightBitMIME), message.contains(where: { $0 >= 0x80 }) {
+            parameters.append(.body8BitMIME)
         }
-        let allAddresses = [envelope.sender] + envelope.recipients
-        if extensions["SMTPUTF8"] != nil, allAddresses.contains(where: { $0.utf8.contains { $0 >= 0x80 } }) {
-            mailParams += " SMTPUTF8"
-        }
+        // (EmailAddress is ASCII only, so SMTPUTF8 is never needed yet.)
 
-        var commands: [(line: String, stage: SMTPStage)] = []
-        if resetFirst { commands.append(("RSET", .rset)) }
-        commands.append(("MAIL FROM:<\(envelope.sender)>\(mailParams)", .mail))
-        for recipient in envelope.recipients { commands.append(("RCPT TO:<\(recipient)>", .rcpt)) }
-        commands.append(("DATA", .data))
+        var commands: [SMTPCommand] = []
+        if resetFirst { commands.append(.rset) }
+        commands.append(.mail(from: envelope.sender, parameters: parameters))
+        for recipient in envelope.recipients { commands.append(.rcpt(to: recipient)) }
+        commands.append(.data)
 
         do throws(SMTPError) {
-            if extensions["PIPELINING"] != nil {
+            if serverInfo.supports(.pipelining) {
                 try sendPipelined(commands, deadline: deadline)
             } else {
                 try sendOneByOne(commands, deadline: deadline)
@@ -260,8 +305,8 @@ public final class SMTPConnection {
             // message, so errors carry stage .message (not safe to retry).
             // The body may be large: its transfer is bounded by the caller's
             // deadline only; the command timeout starts once it is sent.
-            try channel.write(payload, stage: .message, deadline: deadline)
-            let final = try channel.readReply(stage: .message, deadline: commandDeadline(deadline))
+            try write(payload, .message, deadline: deadline)
+            let final = try readReply(.message, deadline: commandDeadline(deadline))
             lastUsed = .now
             guard final.isCompletion else { throw error(.reply(final), .message) }
             messagesSent += 1
@@ -278,29 +323,30 @@ public final class SMTPConnection {
     }
 
     /// All commands in one write, then the replies in order (RFC 2920).
-    private func sendPipelined(_ commands: [(line: String, stage: SMTPStage)], deadline: ContinuousClock.Instant) throws(SMTPError) {
+    private func sendPipelined(_ commands: [SMTPCommand], deadline: ContinuousClock.Instant) throws(SMTPError) {
         var bytes: [UInt8] = []
-        for c in commands { bytes += Array((c.line + "\r\n").utf8) }
+        for command in commands { command.append(to: &bytes) }
         do throws(SMTPError) {
-            try channel.write(bytes, stage: commands[0].stage, deadline: commandDeadline(deadline))
+            try write(bytes, commands[0].stage, deadline: commandDeadline(deadline))
         } catch {
             broken = true
             throw error
         }
         var firstFailure: SMTPError?
         var dataAccepted = false
-        for c in commands {
+        for command in commands {
+            let stage = command.stage
             let reply: SMTPReply
             do throws(SMTPError) {
-                reply = try channel.readReply(stage: c.stage, deadline: commandDeadline(deadline))
+                reply = try readReply(stage, deadline: commandDeadline(deadline))
             } catch {
                 broken = true
                 throw firstFailure ?? error
             }
-            if c.stage == .data {
+            if command == .data {
                 if reply.code == 354 { dataAccepted = true } else if firstFailure == nil { firstFailure = self.error(.reply(reply), .data) }
             } else if !reply.isCompletion, firstFailure == nil {
-                firstFailure = self.error(.reply(reply), c.stage)
+                firstFailure = self.error(.reply(reply), stage)
             }
             if reply.code == 421 { broken = true }
         }
@@ -311,7 +357,7 @@ public final class SMTPConnection {
             // delivered, so drop the connection: a server discards a
             // transaction whose connection ends before "<CRLF>.<CRLF>".
             broken = true
-            channel.close(graceful: false)
+            stream.close(graceful: false)
         } else {
             resetAfterRejection(deadline: deadline)
         }
@@ -319,17 +365,17 @@ public final class SMTPConnection {
     }
 
     /// One command, one reply: for servers without PIPELINING.
-    private func sendOneByOne(_ commands: [(line: String, stage: SMTPStage)], deadline: ContinuousClock.Instant) throws(SMTPError) {
-        for c in commands {
-            let reply = try command(c.line, stage: c.stage, deadline: deadline)
-            let ok = c.stage == .data ? reply.code == 354 : reply.isCompletion
+    private func sendOneByOne(_ commands: [SMTPCommand], deadline: ContinuousClock.Instant) throws(SMTPError) {
+        for command in commands {
+            let reply = try self.command(command, deadline: deadline)
+            let ok = command == .data ? reply.code == 354 : reply.isCompletion
             if ok { continue }
-            if reply.code == 421 || c.stage == .rset {
+            if reply.code == 421 || command == .rset {
                 broken = true
             } else {
                 resetAfterRejection(deadline: deadline)
             }
-            throw error(.reply(reply), c.stage)
+            throw error(.reply(reply), command.stage)
         }
     }
 
@@ -337,7 +383,7 @@ public final class SMTPConnection {
     /// that fails the connection is marked broken.
     private func resetAfterRejection(deadline: ContinuousClock.Instant) {
         do throws(SMTPError) {
-            let reply = try command("RSET", stage: .rset, deadline: deadline)
+            let reply = try command(.rset, deadline: deadline)
             if reply.code != 250 { broken = true }
         } catch {
             broken = true
@@ -346,20 +392,11 @@ public final class SMTPConnection {
 
     /// NOOP: checks that the session is alive.
     public func noop(deadline: ContinuousClock.Instant) throws(SMTPError) {
-        try simple("NOOP", stage: .noop, deadline: deadline)
-    }
-
-    /// RSET: abandons any transaction in progress.
-    public func reset(deadline: ContinuousClock.Instant) throws(SMTPError) {
-        try simple("RSET", stage: .rset, deadline: deadline)
-    }
-
-    private func simple(_ verb: String, stage: SMTPStage, deadline: ContinuousClock.Instant) throws(SMTPError) {
-        guard !isBroken else { throw error(.connectionClosed, stage) }
-        let reply = try command(verb, stage: stage, deadline: deadline)
+        guard !isBroken else { throw error(.connectionClosed, .noop) }
+        let reply = try command(.noop, deadline: deadline)
         guard reply.code == 250 else {
             broken = true
-            throw error(.reply(reply), stage)
+            throw error(.reply(reply), .noop)
         }
         lastUsed = .now
     }
@@ -377,13 +414,13 @@ public final class SMTPConnection {
         if !broken {
             let d = min(ContinuousClock.now + waitFor, .now + config.commandTimeout)
             do throws(SMTPError) {
-                try channel.write(Array("QUIT\r\n".utf8), stage: .quit, deadline: .now + .seconds(1))
-                if waitFor > .zero { _ = try channel.readReply(stage: .quit, deadline: d) }
+                try write(SMTPCommand.quit.wire, .quit, deadline: .now + .seconds(1))
+                if waitFor > .zero { _ = try readReply(.quit, deadline: d) }
             } catch {
                 broken = true
             }
         }
-        channel.close(graceful: !broken)
+        stream.close(graceful: !broken)
         closed = true
     }
 
@@ -391,7 +428,7 @@ public final class SMTPConnection {
     func close() {
         guard !closed else { return }
         broken = true
-        channel.close(graceful: false)
+        stream.close(graceful: false)
         closed = true
     }
 }

@@ -31,18 +31,29 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
         case resolveFailed(String)
         /// Every address of the host refused the TCP connection.
         case connectionRefused
-        /// A socket call failed (connect, read, write); the string says which and why.
+        /// Setting up or connecting the socket failed for another reason than
+        /// a refusal (also: an invalid port); the string says which call and why.
         case connectFailed(String)
+        /// Receiving from the server failed; the string says why.
+        case readFailed(String)
+        /// Sending to the server failed; the string says why.
+        case writeFailed(String)
         /// The deadline, the connect timeout or the command timeout passed.
         case timeout
-        /// TLS setup, handshake or certificate verification failed; the string is the whole explanation.
+        /// The server closed the connection (end of stream, reset, broken pipe).
+        case connectionClosed
+        /// TLS could not be set up (context, CA file), or the TLS layer failed
+        /// on an established session; the string is the whole explanation.
         case tls(String)
+        /// The TLS handshake failed (not a verification failure); the string says why.
+        case tlsHandshakeFailed(String)
+        /// The server's certificate or its name did not verify; the string
+        /// says why, e.g. "certificate verify failed (hostname mismatch)".
+        case certificateRejected(String)
         /// The server answered with an unexpected (usually negative) reply.
         case reply(SMTPReply)
         /// The server (or the caller's input) broke the protocol's rules.
         case protocolViolation(String)
-        /// The server closed the connection.
-        case connectionClosed
         /// A login is configured but the server offers no mechanism we can use.
         case authUnavailable(String)
         /// STARTTLS is required by the config but the server does not offer it.
@@ -69,6 +80,10 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
             return "connection to \(server ?? "server") refused"
         case .connectFailed(let why):
             return "\(why)\(at)"
+        case .readFailed(let why):
+            return "reading from the server failed: \(why)\(at)"
+        case .writeFailed(let why):
+            return "writing to the server failed: \(why)\(at)"
         case .timeout:
             switch stage {
             case .connect: return "timed out connecting to \(server ?? "server")"
@@ -79,6 +94,8 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
             }
         case .tls(let why):
             return "\(why)\(at)"
+        case .tlsHandshakeFailed(let why), .certificateRejected(let why):
+            return "TLS handshake failed: \(why)\(at)"
         case .reply(let reply):
             switch stage {
             case .greeting: return "server refused the session: \(reply)\(at)"
@@ -109,9 +126,32 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
     var looksLikeDeadConnection: Bool {
         if stage == .rset || stage == .noop { return true }
         switch kind {
-        case .connectionClosed, .connectFailed: return true
+        case .connectionClosed, .connectFailed, .readFailed, .writeFailed: return true
         case .reply(let r): return r.code == 421
         default: return false
         }
+    }
+}
+
+extension SMTPError {
+    /// The one place an I/O failure of the byte stream becomes an SMTP
+    /// error: the stream says what failed, the session says when.
+    init(_ failure: StreamError, stage: SMTPStage, server: String) {
+        let kind: Kind
+        switch failure {
+        case .resolve(let why): kind = .resolveFailed(why)
+        case .invalidPort(let port): kind = .connectFailed("invalid port \(port)")
+        case .refused: kind = .connectionRefused
+        case .connect(let error): kind = .connectFailed(error.description)
+        case .read(let why): kind = .readFailed(why)
+        case .write(let why): kind = .writeFailed(why)
+        case .timedOut: kind = .timeout
+        case .closedByPeer: kind = .connectionClosed
+        case .lineTooLong(let limit): kind = .protocolViolation("reply line longer than \(limit) bytes")
+        case .tls(let why): kind = .tls(why)
+        case .tlsHandshake(let why): kind = .tlsHandshakeFailed(why)
+        case .certificate(let why): kind = .certificateRejected(why)
+        }
+        self.init(kind, stage: stage, server: server)
     }
 }

@@ -26,10 +26,10 @@ final class TLSContext: @unchecked Sendable {  // ctx is never mutated after ini
     /// The shared context for this configuration. Failures are not cached,
     /// so a CA file that is fixed later is picked up on the next connection.
     /// A CA file that changes while cached is not re-read.
-    static func shared(caFile: String?, verify: Bool, server: String) throws(SMTPError) -> TLSContext {
+    static func shared(caFile: String?, verify: Bool) throws(StreamError) -> TLSContext {
         let key = Key(caFile: verify ? caFile : nil, verify: verify)
         if let existing = cache.withLock({ $0[key] }) { return existing }
-        let made = try make(caFile: key.caFile, verify: verify, server: server)
+        let made = try make(caFile: key.caFile, verify: verify)
         // Another thread may have raced us; keep the first one stored.
         return cache.withLock { contexts in
             if let existing = contexts[key] { return existing }
@@ -38,11 +38,11 @@ final class TLSContext: @unchecked Sendable {  // ctx is never mutated after ini
         }
     }
 
-    private static func make(caFile: String?, verify: Bool, server: String) throws(SMTPError) -> TLSContext {
-        func failure(_ what: String) -> SMTPError {
-            SMTPError(.tls("TLS setup failed: \(what): \(takeOpenSSLErrors())"), stage: .tls, server: server)
+    private static func make(caFile: String?, verify: Bool) throws(StreamError) -> TLSContext {
+        func failure(_ what: String) -> StreamError {
+            .tls("TLS setup failed: \(what): \(OpenSSLErrorQueue.drain())")
         }
-        ERR_clear_error()
+        OpenSSLErrorQueue.clear()
         guard let method = TLS_client_method(), let ctx = SSL_CTX_new(method) else {
             throw failure("SSL_CTX_new")
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Mailgate
 import MIME
 import SMTP
 import Store
@@ -85,19 +86,17 @@ struct IntegrationCommand: ParsableCommand {
             let deadline = ContinuousClock.now.advanced(by: timeout.duration)
             let connection = try SMTPConnection.open(config, deadline: deadline)
             defer { connection.quit() }
-            print("connected to \(integration.host):\(integration.port) (\(security.rawValue)); server offers: \(connection.capabilities.sorted().joined(separator: " "))")
+            print("connected to \(integration.host):\(integration.port) (\(security.rawValue)); server offers: \(connection.serverInfo)")
             print(integration.username == nil ? "no login configured" : "logged in as \(integration.username ?? "")")
             guard let sendTo else { return }
             let recipient = try EmailAddress.parse(sendTo)
             let sender = try EmailAddress.parse(integration.fromAddress)
-            let messageID = MessageID.generate(domain: sender.address.domain)
-            let message = MailMessage(
-                from: Mailbox(displayName: integration.fromName, address: sender.address), to: recipient,
+            let mail = try ComposedMail.compose(
+                from: sender.address, fromName: integration.fromName, to: recipient,
                 subject: "Mailgate test message", body: "This is a test message sent by `mailgate integration test`.\n",
-                date: Date(), messageID: messageID)
-            let reply = try connection.send(
-                SMTPEnvelope(sender: sender.address.description, recipients: [recipient.address.description]),
-                message: message.render(), resetFirst: false, deadline: deadline)
+                date: Date())
+            let messageID = mail.messageID
+            let reply = try connection.send(mail.envelope, message: mail.message, resetFirst: false, deadline: deadline)
             print("sent test message <\(messageID)> to \(recipient.address): \(reply.code) \(reply.text)")
         }
     }

@@ -5,7 +5,9 @@ import Testing
 
 @Suite("SMTPConnectionPool and SMTPPoolRegistry", .timeLimit(.minutes(1)))
 struct PoolTests {
-    private let envelope = SMTPEnvelope(sender: "a@example.com", recipients: ["b@example.com"])
+    private var envelope: SMTPEnvelope {
+        get throws { try SMTPEnvelope(sender: "a@example.com", recipients: ["b@example.com"]) }
+    }
 
     private func plainConfig(_ port: Int) -> SMTPServerConfig {
         SMTPServerConfig(host: "127.0.0.1", port: port, security: .none, commandTimeout: .seconds(3))
@@ -150,6 +152,7 @@ struct PoolTests {
         let pool = SMTPConnectionPool(config: plainConfig(sink.port), maxIdle: 3)
         defer { pool.shutdown() }
         let failures = Mutex<[String]>([])
+        let envelope = try self.envelope
         DispatchQueue.concurrentPerform(iterations: 6) { _ in
             for _ in 0..<4 {
                 do throws(SMTPError) {

@@ -30,17 +30,17 @@ struct ReplyParserTests {
         let r = try #require(replies.first)
         #expect(r.code == 250)
         #expect(r.lines == ["mx.example.com", "PIPELINING", "SIZE 10240000", "AUTH PLAIN LOGIN", "8BITMIME"])
-        let ext = SMTPWire.parseExtensions(r)
-        #expect(Set(ext.keys) == ["PIPELINING", "SIZE", "AUTH", "8BITMIME"])
-        #expect(ext["SIZE"] == ["10240000"])
-        #expect(ext["AUTH"] == ["PLAIN", "LOGIN"])
+        let info = ServerInfo(ehlo: r)
+        #expect(info.extensions == [.pipelining, .size(10_240_000), .auth(.plain), .auth(.login), .eightBitMIME])
+        #expect(info.size.limit == 10_240_000)
+        #expect(info.authMechanisms == [.plain, .login])
     }
 
     @Test func obsoleteAuthEqualsFormMergesIntoAuth() throws {
         let r = try #require(try parse("250-host\r\n250-auth=LOGIN\r\n250 AUTH PLAIN\r\n").first)
-        let ext = SMTPWire.parseExtensions(r)
-        #expect(Set(ext["AUTH"] ?? []) == ["LOGIN", "PLAIN"])
-        #expect(ext["AUTH=LOGIN"] == nil)
+        let info = ServerInfo(ehlo: r)
+        #expect(info.authMechanisms == [.login, .plain])
+        #expect(info.extensions == [.auth(.login), .auth(.plain)])  // no "AUTH=LOGIN" keyword
     }
 
     @Test func repeatedEnhancedStatusIsStrippedFromEveryLine() throws {

@@ -1,3 +1,5 @@
+import Base64
+import MIME
 import Testing
 @testable import SMTP
 
@@ -14,8 +16,8 @@ struct DataPayloadTests {
         ("x", "x\r\n.\r\n"),                          // missing final newline
         ("", ".\r\n"),                                // empty message
         ("a\rb", "a\r\nb\r\n.\r\n"),                  // bare CR
-        ("a\r\r\nb", "a\r\nb\r\n.\r\n"),              // CR CR LF is one line end
-        ("a\r\r\r\nb", "a\r\nb\r\n.\r\n"),
+        ("a\r\r\nb", "a\r\n\r\nb\r\n.\r\n"),          // CR CR LF: a bare CR, then CRLF (MIME.LineBreak)
+        ("a\r\r\r\nb", "a\r\n\r\n\r\nb\r\n.\r\n"),
         ("a\n\nb", "a\r\n\r\nb\r\n.\r\n"),            // blank line kept
         ("a\r\rb", "a\r\n\r\nb\r\n.\r\n"),            // two lone CRs, two line ends
         (".\r\n", "..\r\n.\r\n"),                     // dot on the first line
@@ -86,10 +88,10 @@ struct DataPayloadTests {
         return unstuffed == expectedLines(input)
     }
 
-    /// Reference splitter: CR* LF or a lone CR ends a line.
+    /// Reference splitter: CR LF, a lone CR or a lone LF ends a line
+    /// (the rule of MIME.LineBreak).
     private func expectedLines(_ input: [UInt8]) -> [[UInt8]] {
         var s = String(decoding: input, as: UTF8.self)
-        while s.contains("\r\r\n") { s = s.replacingOccurrences("\r\r\n", "\r\n") }
         s = s.replacingOccurrences("\r\n", "\n").replacingOccurrences("\r", "\n")
         var lines = s.split(separator: "\n", omittingEmptySubsequences: false).map { Array($0.utf8) }
         if lines.last == [] { lines.removeLast() }
@@ -109,27 +111,66 @@ private extension String {
     }
 }
 
-@Suite("Envelope, AUTH encoding, config and error texts")
+@Suite("Envelope, commands, AUTH encoding, config and error texts")
 struct WireTests {
-    @Test(arguments: ["a@example.com", "", "\"quoted local\"@example.com", "ünï@example.com"])
-    func acceptableAddresses(_ address: String) {
-        #expect(SMTPWire.addressProblem(address) == nil)
+    /// What goes inside MAIL FROM:<...> / RCPT TO:<...> is an EmailAddress
+    /// (MIME's parser decided it), written as is; "" is the null sender.
+    @Test(arguments: ["a@example.com", "", "\"quoted local\"@example.com"])
+    func acceptableAddresses(_ address: String) throws {
+        let envelope = try SMTPEnvelope(sender: address, recipients: [address.isEmpty ? "b@example.com" : address])
+        #expect(SMTPCommand.mail(from: envelope.sender, parameters: []).line == "MAIL FROM:<\(address)>")
+        if !address.isEmpty { #expect(SMTPCommand.rcpt(to: envelope.recipients[0]).line == "RCPT TO:<\(address)>") }
     }
 
-    @Test(arguments: ["a@b\r\nRCPT TO:<c@d>", "a@b\n", "a@b\r", "a\0@b", "a>@b", "<a@b", "a@b> SIZE=1"])
+    /// Non-ASCII local parts need SMTPUTF8, which the address type does not
+    /// support: such an address cannot reach the envelope.
+    @Test(arguments: ["a@b\r\nRCPT TO:<c@d>", "a@b\n", "a@b\r", "a\0@b", "a>@b", "<a@b", "a@b> SIZE=1", "ünï@example.com"])
     func refusedAddresses(_ address: String) {
-        #expect(SMTPWire.addressProblem(address) != nil)
+        #expect(throws: AddressError.self) { try SMTPEnvelope(sender: address, recipients: ["b@example.com"]) }
     }
 
-    @Test func base64Vectors() {  // RFC 4648 section 10
-        #expect(SMTPWire.base64(Array("".utf8)) == "")
-        #expect(SMTPWire.base64(Array("f".utf8)) == "Zg==")
-        #expect(SMTPWire.base64(Array("fo".utf8)) == "Zm8=")
-        #expect(SMTPWire.base64(Array("foo".utf8)) == "Zm9v")
-        #expect(SMTPWire.base64(Array("foob".utf8)) == "Zm9vYg==")
-        #expect(SMTPWire.base64(Array("fooba".utf8)) == "Zm9vYmE=")
-        #expect(SMTPWire.base64(Array("foobar".utf8)) == "Zm9vYmFy")
-        #expect(SMTPWire.base64([0xFB, 0xFF]) == "+/8=")
+    @Test func commandsRenderTheirWireForm() throws {
+        let a = try EmailAddress(localPart: "a", domain: "example.com")
+        #expect(SMTPCommand.mail(from: a, parameters: [.size(1234), .body8BitMIME]).wire == Array("MAIL FROM:<a@example.com> SIZE=1234 BODY=8BITMIME\r\n".utf8))
+        #expect(SMTPCommand.mail(from: nil, parameters: []).wire == Array("MAIL FROM:<>\r\n".utf8))
+        #expect(SMTPCommand.rcpt(to: a).wire == Array("RCPT TO:<a@example.com>\r\n".utf8))
+        #expect(SMTPCommand.ehlo("mail.example.com").wire == Array("EHLO mail.example.com\r\n".utf8))
+        for (command, line) in [(SMTPCommand.data, "DATA"), (.rset, "RSET"), (.noop, "NOOP"), (.quit, "QUIT"), (.startTLS, "STARTTLS")] {
+            #expect(command.wire == Array((line + "\r\n").utf8))
+        }
+        let auth = SMTPCommand.auth(.plain, initialResponse: SMTPWire.authPlain(username: "user", password: "pass"))
+        #expect(auth.line == "AUTH PLAIN AHVzZXIAcGFzcw==")
+        #expect(!auth.description.contains("AHVzZXIAcGFzcw=="))
+        #expect(!SMTPCommand.authResponse(SMTPWire.authLogin("pass")).description.contains(SMTPWire.authLogin("pass")))
+    }
+
+    @Test func ehloCapabilitiesAreTyped() {
+        let reply = SMTPReply(code: 250, lines: ["mx.example.com greets you", "PIPELINING", "size 35882577", "8BITMIME",
+                                                 "AUTH PLAIN LOGIN cram-md5", "AUTH=XOAUTH2", "STARTTLS", "SMTPUTF8", "CHUNKING",
+                                                 "ENHANCEDSTATUSCODES", "X-EXPS GSSAPI"])
+        let info = ServerInfo(ehlo: reply)
+        #expect(info.name == "mx.example.com greets you")
+        for feature: SMTPExtension in [.pipelining, .eightBitMIME, .startTLS, .smtpUTF8, .chunking, .enhancedStatusCodes, .other("X-EXPS")] {
+            #expect(info.supports(feature))
+        }
+        #expect(info.size.offered && info.size.limit == 35_882_577)
+        #expect(info.authMechanisms == [.plain, .login, .xoauth2, .other("CRAM-MD5")])
+        #expect(!info.supports(.dsn))
+        let bare = ServerInfo(ehlo: SMTPReply(code: 250, lines: ["x", "SIZE"]))
+        #expect(bare.size.offered && bare.size.limit == nil)
+        #expect(ServerInfo(ehlo: SMTPReply(code: 250, lines: ["x"])).extensions.isEmpty)
+    }
+
+    @Test func base64Vectors() {  // RFC 4648 section 10: the encoder AUTH uses
+        #expect(Base64.standard.encode(Array("".utf8)) == "")
+        #expect(Base64.standard.encode(Array("f".utf8)) == "Zg==")
+        #expect(Base64.standard.encode(Array("fo".utf8)) == "Zm8=")
+        #expect(Base64.standard.encode(Array("foo".utf8)) == "Zm9v")
+        #expect(Base64.standard.encode(Array("foob".utf8)) == "Zm9vYg==")
+        #expect(Base64.standard.encode(Array("fooba".utf8)) == "Zm9vYmE=")
+        #expect(Base64.standard.encode(Array("foobar".utf8)) == "Zm9vYmFy")
+        #expect(Base64.standard.encode([0xFB, 0xFF]) == "+/8=")
+        #expect(SMTPWire.authLogin("foobar") == "Zm9vYmFy")
     }
 
     @Test func authPlainInitialResponse() {
@@ -177,6 +218,8 @@ struct WireTests {
         #expect(SMTPError(.reply(SMTPReply(code: 421, lines: [])), stage: .rcpt).looksLikeDeadConnection)
         #expect(SMTPError(.timeout, stage: .rset).looksLikeDeadConnection)
         #expect(SMTPError(.connectFailed("write failed: Broken pipe"), stage: .mail).looksLikeDeadConnection)
+        #expect(SMTPError(.writeFailed("send failed: Broken pipe"), stage: .mail).looksLikeDeadConnection)
+        #expect(SMTPError(.readFailed("recv failed: No route to host"), stage: .rcpt).looksLikeDeadConnection)
         #expect(!SMTPError(.reply(SMTPReply(code: 550, lines: [])), stage: .rcpt).looksLikeDeadConnection)
         #expect(!SMTPError(.reply(SMTPReply(code: 452, lines: [])), stage: .rcpt).looksLikeDeadConnection)
         #expect(!SMTPError(.timeout, stage: .mail).looksLikeDeadConnection)
@@ -186,10 +229,10 @@ struct WireTests {
 @Suite("Input limits")
 struct InputLimitTests {
     @Test func longestLineCountsEveryKindOfLineEnd() {
-        #expect(SMTPWire.longestLineLength([]) == 0)
-        #expect(SMTPWire.longestLineLength(Array("abc".utf8)) == 3)
-        #expect(SMTPWire.longestLineLength(Array("ab\r\nabcd\nx\rabcde".utf8)) == 5)
-        #expect(SMTPWire.longestLineLength(Array("abcdef\r\n".utf8)) == 6)
+        #expect(LineBreak.longestLine(in: []) == 0)
+        #expect(LineBreak.longestLine(in: Array("abc".utf8)) == 3)
+        #expect(LineBreak.longestLine(in: Array("ab\r\nabcd\nx\rabcde".utf8)) == 5)
+        #expect(LineBreak.longestLine(in: Array("abcdef\r\n".utf8)) == 6)
     }
 
     @Test(arguments: ["mail.example.com", "[127.0.0.1]", "localhost"])
