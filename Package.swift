@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "MIME"),
         .target(name: "SMTP", dependencies: ["COpenSSL", "Posix"]),
         .target(name: "Store", dependencies: [
-            "Crypto",
+            "Crypto", "Posix",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
@@ -59,7 +59,9 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Base64"]),
         .testTarget(name: "MIMETests", dependencies: ["MIME"]),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "Crypto"]),
+        .testTarget(name: "StoreTests", dependencies: [
+            "Store", "Crypto", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
         .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Crypto", "Store"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Crypto", "Base64"], exclude: ["Fixtures"]),
