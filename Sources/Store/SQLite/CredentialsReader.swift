@@ -133,7 +133,7 @@ final class CredentialsReader: Sendable {
     }
 
     private func open(_ stored: StoredCredentials) throws -> Credentials {
-        let user = try stored.user.user()
+        let user = stored.user.user
         guard let integration = stored.integration else { return Credentials(user: user, integration: nil) }
         let password = try integration.sealedPassword.map { sealed throws(StoreError) in
             try seal.open(sealed, for: user.username)

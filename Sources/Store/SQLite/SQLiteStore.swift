@@ -39,20 +39,38 @@ public final class SQLiteStore: Store {
     }
 
     // MARK: Users
+    //
+    // Writes are spelled out as SQL over the records' named columns: GRDB's
+    // persistence methods (insert, upsert, fetch by key) first read the
+    // schema (PRAGMA table_xinfo, index_list...), and every CLI command is a
+    // new process with a cold schema cache, so they would do that inside the
+    // write lock that the server and other commands wait on.
+
+    private typealias UserColumns = UserRecord.Columns
+    private typealias IntegrationColumns = SMTPIntegrationRecord.Columns
+    private typealias FailureColumns = LoginFailureRecord.Columns
+    private typealias RemovedColumns = RemovedUsernameRecord.Columns
 
     public func addUser(_ username: String, passwordHash: String) throws(StoreError) -> User {
         try User.requireValid(username)
+        let createdAt = StoredDate.milliseconds(Date())
         return try perform("add user \(username)") { () throws -> User in
             try pool.write { db in
-                let version = try RemovedUsernameRecord.fetchOne(db, key: username)?.nextTokenVersion ?? 0
-                var record = UserRecord(username: username, passwordHash: passwordHash, tokenVersion: version,
-                                        createdAt: Date())
+                let version = try SQLRequest<Int64>(literal: """
+                    SELECT \(RemovedColumns.nextTokenVersion) FROM \(RemovedUsernameRecord.self)
+                    WHERE \(RemovedColumns.username) = \(username)
+                    """).fetchOne(db) ?? 0
                 do {
-                    try record.insert(db)
+                    try db.execute(literal: """
+                        INSERT INTO \(UserRecord.self) (\(UserColumns.username), \(UserColumns.passwordHash),
+                            \(UserColumns.isDisabled), \(UserColumns.tokenVersion), \(UserColumns.createdAt))
+                        VALUES (\(username), \(passwordHash), 0, \(version), \(createdAt))
+                        """)
                 } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                     throw StoreError.userExists(username)
                 }
-                return try record.user()
+                return User(id: db.lastInsertedRowID, username: username, passwordHash: passwordHash,
+                            isDisabled: false, tokenVersion: version, createdAt: StoredDate.date(createdAt))
             }
         }
     }
@@ -60,41 +78,51 @@ public final class SQLiteStore: Store {
     public func user(named username: String) throws(StoreError) -> User? {
         guard User.isValidUsername(username) else { return nil }
         return try perform("read user \(username)") { () throws -> User? in
-            try pool.read { db in try UserRecord.all().filter(username: username).fetchOne(db)?.user() }
+            try pool.read { db in
+                try SQLRequest<UserRecord>(literal: """
+                    SELECT * FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)
+                    """, cached: true).fetchOne(db)?.user
+            }
         }
     }
 
     public func listUsers() throws(StoreError) -> [User] {
         try perform("list users") { () throws -> [User] in
             try pool.read { db in
-                try UserRecord.order(UserRecord.Columns.username).fetchAll(db).map { record throws in try record.user() }
+                try SQLRequest<UserRecord>(literal: "SELECT * FROM \(UserRecord.self) ORDER BY \(UserColumns.username)")
+                    .fetchAll(db).map(\.user)
             }
         }
     }
 
     public func setPasswordHash(_ hash: String, for username: String) throws(StoreError) {
         try User.requireValid(username)
-        try updateUser(username, "set password", [
-            UserRecord.Columns.passwordHash.set(to: hash),
-            UserRecord.Columns.tokenVersion += 1,
-        ])
+        try updateUser(username, "set password", """
+            UPDATE \(UserRecord.self)
+            SET \(UserColumns.passwordHash) = \(hash), \(UserColumns.tokenVersion) = \(UserColumns.tokenVersion) + 1
+            WHERE \(UserColumns.username) = \(username)
+            """)
     }
 
     public func setDisabled(_ disabled: Bool, for username: String) throws(StoreError) {
         try User.requireValid(username)
-        try updateUser(username, "set disabled", [
-            UserRecord.Columns.isDisabled.set(to: disabled),
-            UserRecord.Columns.tokenVersion += disabled ? 1 : 0,
-        ])
+        try updateUser(username, "set disabled", """
+            UPDATE \(UserRecord.self)
+            SET \(UserColumns.isDisabled) = \(disabled),
+                \(UserColumns.tokenVersion) = \(UserColumns.tokenVersion) + \(disabled ? 1 : 0)
+            WHERE \(UserColumns.username) = \(username)
+            """)
     }
 
     public func revokeTokens(for username: String) throws(StoreError) -> Int64 {
         try User.requireValid(username)
         return try perform("revoke tokens of \(username)") { () throws -> Int64 in
             try pool.write { db in
-                let users = UserRecord.all().filter(username: username)
-                guard try users.updateAll(db, UserRecord.Columns.tokenVersion += 1) == 1,
-                      let version = try users.select(UserRecord.Columns.tokenVersion, as: Int64.self).fetchOne(db) else {
+                try db.execute(literal: """
+                    UPDATE \(UserRecord.self) SET \(UserColumns.tokenVersion) = \(UserColumns.tokenVersion) + 1
+                    WHERE \(UserColumns.username) = \(username)
+                    """)
+                guard db.changesCount == 1, let version = try Self.tokenVersion(of: username, db) else {
                     throw StoreError.userNotFound(username)
                 }
                 return version
@@ -108,23 +136,38 @@ public final class SQLiteStore: Store {
         try User.requireValid(username)
         try perform("remove user \(username)") { () throws in
             try pool.write { db in
-                let users = UserRecord.all().filter(username: username)
-                guard let version = try users.select(UserRecord.Columns.tokenVersion, as: Int64.self).fetchOne(db) else {
+                guard let version = try Self.tokenVersion(of: username, db) else {
                     throw StoreError.userNotFound(username)
                 }
-                try users.deleteAll(db)
-                try LoginFailureRecord.all().filter(username: username).deleteAll(db)
-                try RemovedUsernameRecord(username: username, nextTokenVersion: version + 1).upsert(db)
+                try db.execute(literal: "DELETE FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)")
+                try db.execute(literal: "DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.username) = \(username)")
+                try db.execute(literal: """
+                    INSERT INTO \(RemovedUsernameRecord.self) (\(RemovedColumns.username), \(RemovedColumns.nextTokenVersion))
+                    VALUES (\(username), \(version + 1))
+                    ON CONFLICT (\(RemovedColumns.username)) DO UPDATE
+                    SET \(RemovedColumns.nextTokenVersion) = excluded.\(RemovedColumns.nextTokenVersion)
+                    """)
             }
         }
     }
 
-    private func updateUser(_ username: String, _ what: String, _ assignments: [ColumnAssignment]) throws(StoreError) {
+    private static func tokenVersion(of username: String, _ db: Database) throws -> Int64? {
+        try SQLRequest<Int64>(literal: """
+            SELECT \(UserColumns.tokenVersion) FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)
+            """).fetchOne(db)
+    }
+
+    private static func userID(of username: String, _ db: Database) throws -> Int64? {
+        try SQLRequest<Int64>(literal: """
+            SELECT \(UserColumns.id) FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)
+            """).fetchOne(db)
+    }
+
+    private func updateUser(_ username: String, _ what: String, _ update: SQL) throws(StoreError) {
         try perform("\(what) for \(username)") { () throws in
             try pool.write { db in
-                guard try UserRecord.all().filter(username: username).updateAll(db, assignments) == 1 else {
-                    throw StoreError.userNotFound(username)
-                }
+                try db.execute(literal: update)
+                guard db.changesCount == 1 else { throw StoreError.userNotFound(username) }
             }
         }
     }
@@ -137,10 +180,25 @@ public final class SQLiteStore: Store {
         let sealed = try integration.password.map { password throws(StoreError) in try seal.seal(password, for: username) }
         try perform("set integration for \(username)") { () throws in
             try pool.write { db in
-                let userID = try UserRecord.all().filter(username: username)
-                    .select(UserRecord.Columns.id, as: Int64.self).fetchOne(db)
-                guard let userID else { throw StoreError.userNotFound(username) }
-                try SMTPIntegrationRecord(userID: userID, integration: integration, sealedPassword: sealed).upsert(db)
+                guard let userID = try Self.userID(of: username, db) else { throw StoreError.userNotFound(username) }
+                let row = SMTPIntegrationRecord(userID: userID, integration: integration, sealedPassword: sealed)
+                try db.execute(literal: """
+                    INSERT INTO \(SMTPIntegrationRecord.self)
+                        (\(IntegrationColumns.userID), \(IntegrationColumns.host), \(IntegrationColumns.port),
+                         \(IntegrationColumns.security), \(IntegrationColumns.username), \(IntegrationColumns.sealedPassword),
+                         \(IntegrationColumns.fromAddress), \(IntegrationColumns.fromName), \(IntegrationColumns.updatedAt))
+                    VALUES (\(row.userID), \(row.host), \(row.port), \(row.security), \(row.username), \(row.sealedPassword),
+                            \(row.fromAddress), \(row.fromName), \(row.updatedAtMilliseconds))
+                    ON CONFLICT (\(IntegrationColumns.userID)) DO UPDATE SET
+                        \(IntegrationColumns.host) = excluded.\(IntegrationColumns.host),
+                        \(IntegrationColumns.port) = excluded.\(IntegrationColumns.port),
+                        \(IntegrationColumns.security) = excluded.\(IntegrationColumns.security),
+                        \(IntegrationColumns.username) = excluded.\(IntegrationColumns.username),
+                        \(IntegrationColumns.sealedPassword) = excluded.\(IntegrationColumns.sealedPassword),
+                        \(IntegrationColumns.fromAddress) = excluded.\(IntegrationColumns.fromAddress),
+                        \(IntegrationColumns.fromName) = excluded.\(IntegrationColumns.fromName),
+                        \(IntegrationColumns.updatedAt) = excluded.\(IntegrationColumns.updatedAt)
+                    """)
             }
         }
     }
@@ -149,12 +207,11 @@ public final class SQLiteStore: Store {
         try User.requireValid(username)
         try perform("remove integration for \(username)") { () throws in
             try pool.write { db in
-                let userID = try UserRecord.all().filter(username: username)
-                    .select(UserRecord.Columns.id, as: Int64.self).fetchOne(db)
-                guard let userID else { throw StoreError.userNotFound(username) }
-                guard try SMTPIntegrationRecord.deleteOne(db, key: userID) else {
-                    throw StoreError.integrationNotFound(username)
-                }
+                guard let userID = try Self.userID(of: username, db) else { throw StoreError.userNotFound(username) }
+                try db.execute(literal: """
+                    DELETE FROM \(SMTPIntegrationRecord.self) WHERE \(IntegrationColumns.userID) = \(userID)
+                    """)
+                guard db.changesCount == 1 else { throw StoreError.integrationNotFound(username) }
             }
         }
     }
@@ -174,13 +231,16 @@ public final class SQLiteStore: Store {
 
     public func recordFailedLogin(_ username: String, at date: Date) throws(StoreError) {
         guard User.isValidUsername(username) else { return }
-        let failure = LoginFailureRecord(username: username, failedAt: date)
+        let at = StoredDate.milliseconds(date)
         try perform("record failed login for \(username)") { () throws in
             try pool.write { db in
-                try LoginFailureRecord.all()
-                    .filter(failedBeforeMilliseconds: failure.failedAtMilliseconds - Self.failureRetentionMilliseconds)
-                    .deleteAll(db)
-                try failure.insert(db)
+                try db.execute(literal: """
+                    DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.failedAt) < \(at - Self.failureRetentionMilliseconds)
+                    """)
+                try db.execute(literal: """
+                    INSERT INTO \(LoginFailureRecord.self) (\(FailureColumns.username), \(FailureColumns.failedAt))
+                    VALUES (\(username), \(at))
+                    """)
             }
         }
     }
@@ -188,7 +248,12 @@ public final class SQLiteStore: Store {
     public func failedLoginCount(_ username: String, since: Date) throws(StoreError) -> Int {
         guard User.isValidUsername(username) else { return 0 }
         return try perform("count failed logins for \(username)") { () throws -> Int in
-            try pool.read { db in try LoginFailureRecord.all().filter(username: username, since: since).fetchCount(db) }
+            try pool.read { db in
+                try SQLRequest<Int>(literal: """
+                    SELECT count(*) FROM \(LoginFailureRecord.self)
+                    WHERE \(FailureColumns.username) = \(username) AND \(FailureColumns.failedAt) >= \(StoredDate.milliseconds(since))
+                    """, cached: true).fetchOne(db) ?? 0
+            }
         }
     }
 
@@ -196,8 +261,10 @@ public final class SQLiteStore: Store {
         guard User.isValidUsername(username) else { return nil }
         let oldest = try perform("read failed logins for \(username)") { () throws -> Int64? in
             try pool.read { db in
-                try LoginFailureRecord.all().filter(username: username, since: since)
-                    .select(min(LoginFailureRecord.Columns.failedAt), as: Int64.self).fetchOne(db)
+                try SQLRequest<Int64>(literal: """
+                    SELECT min(\(FailureColumns.failedAt)) FROM \(LoginFailureRecord.self)
+                    WHERE \(FailureColumns.username) = \(username) AND \(FailureColumns.failedAt) >= \(StoredDate.milliseconds(since))
+                    """, cached: true).fetchOne(db)
             }
         }
         return oldest.map(StoredDate.date)
@@ -206,7 +273,9 @@ public final class SQLiteStore: Store {
     public func clearFailedLogins(_ username: String) throws(StoreError) {
         guard User.isValidUsername(username) else { return }
         try perform("clear failed logins for \(username)") { () throws in
-            try pool.write { db in _ = try LoginFailureRecord.all().filter(username: username).deleteAll(db) }
+            try pool.write { db in
+                try db.execute(literal: "DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.username) = \(username)")
+            }
         }
     }
 
