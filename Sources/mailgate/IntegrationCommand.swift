@@ -30,9 +30,10 @@ struct IntegrationCommand: ParsableCommand {
             var integration = SMTPIntegration(
                 host: host, port: port ?? security.defaultPort, security: security, username: username,
                 fromAddress: from, fromName: fromName, updatedAt: Date())
-            // What `serve` checks before each send, checked before storing.
+            // What `serve` checks before each send, checked before storing
+            // (the mapped configuration itself is not kept).
             do {
-                _ = try SMTPSubmission(integration, heloName: ProcessInfo.processInfo.hostName)
+                _ = try SMTPSubmission(integration, heloName: "localhost")
             } catch {
                 throw ValidationError(error.description)
             }
