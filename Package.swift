@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "MIME", dependencies: ["Base64"]),
         .target(name: "SMTP", dependencies: ["COpenSSL", "Posix", "MIME", "Base64"]),
         .target(name: "Store", dependencies: [
-            "Crypto",
+            "Crypto", "Posix",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
@@ -63,7 +63,9 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Base64"]),
         .testTarget(name: "MIMETests", dependencies: ["MIME", "MailgateTesting"]),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "MIME", "Base64", "MailgateTesting"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "Crypto"]),
+        .testTarget(name: "StoreTests", dependencies: [
+            "Store", "Crypto", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "MailgateTesting"]),
         .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Crypto", "Store"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Crypto", "Base64", "MailgateTesting"], exclude: ["Fixtures"]),

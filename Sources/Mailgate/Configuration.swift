@@ -1,3 +1,4 @@
+import MIME
 import SMTP
 import Store
 
@@ -35,18 +36,57 @@ public struct AppConfiguration: Sendable {
 
     public init() {}
 
-    func smtpServer(for integration: SMTPIntegration) -> SMTPServerConfig? {
-        guard let security = SMTPSecurity(rawValue: integration.security) else { return nil }
-        return SMTPServerConfig(
+    /// A stored integration, checked and mapped for this server's sends.
+    func submission(for integration: SMTPIntegration) throws(StoreError) -> SMTPSubmission {
+        try SMTPSubmission(integration, heloName: heloName, caFile: smtpCAFile,
+                           connectTimeout: smtpConnectTimeout, commandTimeout: smtpCommandTimeout)
+    }
+}
+
+/// A user's SMTP integration made ready to send: which server, reached how,
+/// and who the mail is from. The one place an integration is checked and
+/// mapped to the SMTP client's configuration: `serve` before each send,
+/// `mailgate integration set` before storing one, `integration test`.
+public struct SMTPSubmission: Sendable {
+    public var server: SMTPServerConfig
+    /// The envelope sender and From: the integration's address, with its
+    /// display name.
+    public var sender: Mailbox
+
+    /// Throws `.invalidIntegration(field)`: the Store's rules
+    /// (`SMTPIntegration.validate`), then a From address that does not
+    /// parse as one mailbox.
+    public init(_ integration: SMTPIntegration, heloName: String, caFile: String? = nil,
+                connectTimeout: Duration = .seconds(10), commandTimeout: Duration = .seconds(10)) throws(StoreError) {
+        try integration.validate()
+        let from: Mailbox
+        do {
+            from = try EmailAddress.parse(integration.fromAddress)
+        } catch {
+            throw .invalidIntegration("fromAddress (\(error))")
+        }
+        sender = Mailbox(displayName: integration.fromName, address: from.address)
+        server = SMTPServerConfig(
             host: integration.host,
             port: integration.port,
-            security: security,
+            security: SMTPSecurity(integration.security),
             username: integration.username,
             password: integration.password,
             heloName: heloName,
-            caFile: smtpCAFile,
+            caFile: caFile,
             verifyCertificates: true,
-            connectTimeout: smtpConnectTimeout,
-            commandTimeout: smtpCommandTimeout)
+            connectTimeout: connectTimeout,
+            commandTimeout: commandTimeout)
+    }
+}
+
+extension SMTPSecurity {
+    /// The stored security mode as the SMTP client's (the only conversion).
+    public init(_ security: SMTPIntegration.Security) {
+        switch security {
+        case .starttls: self = .starttls
+        case .tls: self = .tls
+        case .none: self = .none
+        }
     }
 }

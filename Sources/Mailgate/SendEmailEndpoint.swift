@@ -63,15 +63,13 @@ extension Application {
         guard let integration = credentials.integration else {
             throw APIError(400, "No SMTP integration configured for this user")
         }
-        guard let server = configuration.smtpServer(for: integration) else {
-            throw internalError("stored integration has unknown security mode", StoreError.database("security"))
-        }
-        let sender: Mailbox
+        let submission: SMTPSubmission
         do {
-            sender = try EmailAddress.parse(integration.fromAddress)
+            submission = try configuration.submission(for: integration)
         } catch {
-            throw internalError("stored from address is invalid", error)
+            throw internalError("stored SMTP integration is unusable", error)
         }
+        let server = submission.server, sender = submission.sender
 
         let mail: ComposedMail
         do {

@@ -5,7 +5,7 @@ import MIME
 import SMTP
 import Store
 
-extension SMTPSecurity: ExpressibleByArgument {}
+extension SMTPIntegration.Security: ExpressibleByArgument {}
 
 struct IntegrationCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,25 +20,26 @@ struct IntegrationCommand: ParsableCommand {
         @Argument var user: String
         @Option(help: "SMTP server host name.") var host: String
         @Option(help: "Port (default: 587 for starttls, 465 for tls, 25 for none).") var port: Int?
-        @Option(help: "starttls (required, never opportunistic), tls (implicit) or none.") var security: SMTPSecurity = .starttls
+        @Option(help: "starttls (required, never opportunistic), tls (implicit) or none.") var security: SMTPIntegration.Security = .starttls
         @Option(help: "SMTP login; omit for a server without AUTH.") var username: String?
         @Option(help: "Envelope sender and From address.") var from: String
         @Option(name: .customLong("from-name"), help: "Display name for From.") var fromName: String?
 
         func run() throws {
             let store = try data.openStore()
-            do { _ = try EmailAddress.parse(from) } catch { throw ValidationError("--from: \(error)") }
-            if let fromName, fromName.utf8.contains(where: { $0 < 0x20 }) {
-                throw ValidationError("--from-name must not contain control characters")
-            }
-            let chosenPort = port ?? (security == .tls ? 465 : security == .starttls ? 587 : 25)
-            guard (1...65535).contains(chosenPort) else { throw ValidationError("--port must be 1-65535") }
-            let password = username == nil ? nil : try SecretInput.read(prompt: "SMTP password for \(username ?? ""): ", confirm: false)
-            let integration = SMTPIntegration(
-                host: host, port: chosenPort, security: security.rawValue, username: username, password: password,
+            var integration = SMTPIntegration(
+                host: host, port: port ?? security.defaultPort, security: security, username: username,
                 fromAddress: from, fromName: fromName, updatedAt: Date())
+            // What `serve` checks before each send, checked before storing
+            // (the mapped configuration itself is not kept).
+            do {
+                _ = try SMTPSubmission(integration, heloName: "localhost")
+            } catch {
+                throw ValidationError(error.description)
+            }
+            integration.password = username == nil ? nil : try SecretInput.read(prompt: "SMTP password for \(username ?? ""): ", confirm: false)
             try store.setIntegration(integration, for: user)
-            print("SMTP integration for \(user): \(security.rawValue)://\(host):\(chosenPort)")
+            print("SMTP integration for \(user): \(security.rawValue)://\(host):\(integration.port)")
         }
     }
 
@@ -54,7 +55,7 @@ struct IntegrationCommand: ParsableCommand {
             print("""
                 host:      \(integration.host)
                 port:      \(integration.port)
-                security:  \(integration.security)
+                security:  \(integration.security.rawValue)
                 username:  \(integration.username ?? "(none: no AUTH)")
                 password:  \(integration.password == nil ? "(none)" : "******** (stored encrypted)")
                 from:      \(integration.fromAddress)
@@ -77,12 +78,13 @@ struct IntegrationCommand: ParsableCommand {
             guard let integration = try data.openStore().integration(for: user) else {
                 throw ValidationError("\(user) has no SMTP integration")
             }
-            guard let security = SMTPSecurity(rawValue: integration.security) else {
-                throw ValidationError("stored security mode '\(integration.security)' is unknown")
+            let submission: SMTPSubmission
+            do {
+                submission = try SMTPSubmission(integration, heloName: ProcessInfo.processInfo.hostName, caFile: caFile)
+            } catch {
+                throw ValidationError("stored SMTP integration of \(user) is unusable: \(error)")
             }
-            let config = SMTPServerConfig(host: integration.host, port: integration.port, security: security,
-                                          username: integration.username, password: integration.password,
-                                          heloName: ProcessInfo.processInfo.hostName, caFile: caFile)
+            let config = submission.server, security = submission.server.security
             let deadline = ContinuousClock.now.advanced(by: timeout.duration)
             let connection = try SMTPConnection.open(config, deadline: deadline)
             defer { connection.quit() }
@@ -90,7 +92,7 @@ struct IntegrationCommand: ParsableCommand {
             print(integration.username == nil ? "no login configured" : "logged in as \(integration.username ?? "")")
             guard let sendTo else { return }
             let recipient = try EmailAddress.parse(sendTo)
-            let sender = try EmailAddress.parse(integration.fromAddress)
+            let sender = submission.sender
             let mail = try ComposedMail.compose(
                 from: sender.address, fromName: integration.fromName, to: recipient,
                 subject: "Mailgate test message", body: "This is a test message sent by `mailgate integration test`.\n",

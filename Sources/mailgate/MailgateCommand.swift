@@ -50,7 +50,7 @@ struct Init: ParsableCommand {
             }
         }
         let existed = fileManager.fileExists(atPath: data.databasePath)
-        _ = try Store(path: data.databasePath, secretBox: SecretBox(key: KeyFile.load(at: data.secretKeyPath)))
+        _ = try SQLiteStore(path: data.databasePath, secretBox: SecretBox(key: KeyFile.load(at: data.secretKeyPath)))
         chmod(data.databasePath, 0o600)
         print(existed ? "database \(data.databasePath) is up to date" : "created database \(data.databasePath)")
     }

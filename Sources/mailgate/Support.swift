@@ -21,12 +21,12 @@ struct DataDirectoryOptions: ParsableArguments {
     /// AES-256-GCM key for SMTP passwords at rest.
     var secretKeyPath: String { path + "/secret.key" }
 
-    func openStore() throws -> Store {
+    func openStore() throws -> any Store {
         guard FileManager.default.fileExists(atPath: databasePath) else {
             throw ValidationError("no database at \(databasePath); run `mailgate init --data-dir \(path)` first")
         }
         let secretKey = try KeyFile.load(at: secretKeyPath, minimumLength: 32)
-        return try Store(path: databasePath, secretBox: SecretBox(key: secretKey))
+        return try SQLiteStore(path: databasePath, secretBox: SecretBox(key: secretKey))
     }
 
     func tokenSigner() throws -> TokenSigner {

@@ -122,7 +122,7 @@ import Testing
         let fixture = try AppFixture()
         let body = #"{"to": "bob@example.org", "subject": "s", "message": "m"}"#
         _ = try fixture.send(body)
-        try fixture.store.setIntegration(.init(host: "other.example.com", port: 465, security: "tls",
+        try fixture.store.setIntegration(.init(host: "other.example.com", port: 465, security: .tls,
                                                fromAddress: "noreply@example.com", updatedAt: Date()), for: "alice")
         _ = try fixture.send(body)
         let servers = fixture.transport.sent.map { $0.server }

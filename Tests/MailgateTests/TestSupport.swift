@@ -40,7 +40,7 @@ final class RecordingTransport: MailTransport {
 final class AppFixture {
     static let password = "correct horse"
     let directory: String
-    let store: Store
+    let store: SQLiteStore
     let signer: TokenSigner
     let transport = RecordingTransport()
     let application: Application
@@ -55,12 +55,12 @@ final class AppFixture {
     init(configure: (inout AppConfiguration) -> Void = { _ in }) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("mailgate-app-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        store = try Store(path: directory + "/db.sqlite", secretBox: SecretBox(key: Crypto.randomBytes(32)))
+        store = try SQLiteStore(path: directory + "/db.sqlite", secretBox: SecretBox(key: Crypto.randomBytes(32)))
         signer = try TokenSigner(key: Crypto.randomBytes(32))
         let hasher = PasswordHasher(iterations: 1000)
         _ = try store.addUser("alice", passwordHash: hasher.hash(Self.password))
         try store.setIntegration(SMTPIntegration(
-            host: "smtp.example.com", port: 587, security: "starttls", username: "alice@example.com",
+            host: "smtp.example.com", port: 587, security: .starttls, username: "alice@example.com",
             password: "smtp-secret", fromAddress: "alice@example.com", fromName: "Alice Example", updatedAt: Date()), for: "alice")
         var configuration = AppConfiguration()
         configure(&configuration)

@@ -1,0 +1,129 @@
+import Foundation
+import GRDB
+
+// One record type per table (GRDB's "Recommended Practices for Designing
+// Record Types"): the table's name, its named `Columns`, and decoding by
+// column name; stored strings read as enums; raw storage forms
+// (milliseconds, sealed bytes) kept here and out of the models. SQLiteStore
+// writes with SQL over these names (see the note there).
+
+/// A row of `users`.
+struct UserRecord: FetchableRecord, TableRecord {
+    static let databaseTableName = "users"
+
+    enum Columns {
+        static let id = Column("id")
+        static let username = Column("username")
+        static let passwordHash = Column("password_hash")
+        static let isDisabled = Column("is_disabled")
+        static let tokenVersion = Column("token_version")
+        static let createdAt = Column("created_at_ms")
+    }
+
+    var id: Int64
+    var username: String
+    var passwordHash: String
+    var isDisabled: Bool
+    var tokenVersion: Int64
+    var createdAtMilliseconds: Int64
+
+    init(row: Row) throws {
+        id = try row.decode(forColumn: Columns.id)
+        username = try row.decode(forColumn: Columns.username)
+        passwordHash = try row.decode(forColumn: Columns.passwordHash)
+        isDisabled = try row.decode(forColumn: Columns.isDisabled)
+        tokenVersion = try row.decode(forColumn: Columns.tokenVersion)
+        createdAtMilliseconds = try row.decode(forColumn: Columns.createdAt)
+    }
+
+    var user: User {
+        User(id: id, username: username, passwordHash: passwordHash, isDisabled: isDisabled,
+             tokenVersion: tokenVersion, createdAt: StoredDate.date(createdAtMilliseconds))
+    }
+}
+
+/// A row of `removed_usernames`: the token version a user re-created under
+/// a removed user's name starts from.
+struct RemovedUsernameRecord: TableRecord {
+    static let databaseTableName = "removed_usernames"
+
+    enum Columns {
+        static let username = Column("username")
+        static let nextTokenVersion = Column("next_token_version")
+    }
+}
+
+/// The stored security string is read and written as the model's enum; a
+/// value outside it fails to decode (the schema's CHECK refuses it anyway).
+extension SMTPIntegration.Security: DatabaseValueConvertible {}
+
+/// A row of `smtp_integrations`: the integration with its password sealed.
+struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
+    static let databaseTableName = "smtp_integrations"
+
+    enum Columns {
+        static let userID = Column("user_id")
+        static let host = Column("host")
+        static let port = Column("port")
+        static let security = Column("security")
+        static let username = Column("username")
+        static let sealedPassword = Column("password_sealed")
+        static let fromAddress = Column("from_address")
+        static let fromName = Column("from_name")
+        static let updatedAt = Column("updated_at_ms")
+    }
+
+    var userID: Int64
+    var host: String
+    var port: Int
+    var security: SMTPIntegration.Security
+    var username: String?
+    /// `PasswordSeal` output; nil when the integration has no password.
+    var sealedPassword: Data?
+    var fromAddress: String
+    var fromName: String?
+    var updatedAtMilliseconds: Int64
+
+    init(userID: Int64, integration: SMTPIntegration, sealedPassword: Data?) {
+        self.userID = userID
+        host = integration.host
+        port = integration.port
+        security = integration.security
+        username = integration.username
+        self.sealedPassword = sealedPassword
+        fromAddress = integration.fromAddress
+        fromName = integration.fromName
+        updatedAtMilliseconds = StoredDate.milliseconds(integration.updatedAt)
+    }
+
+    init(row: Row) throws {
+        userID = try row.decode(forColumn: Columns.userID)
+        host = try row.decode(forColumn: Columns.host)
+        port = try row.decode(forColumn: Columns.port)
+        security = try row.decode(forColumn: Columns.security)
+        username = try row.decode(forColumn: Columns.username)
+        sealedPassword = try row.decode(forColumn: Columns.sealedPassword)
+        fromAddress = try row.decode(forColumn: Columns.fromAddress)
+        fromName = try row.decode(forColumn: Columns.fromName)
+        updatedAtMilliseconds = try row.decode(forColumn: Columns.updatedAt)
+    }
+
+    /// The model, with the password already opened (or nil).
+    func integration(password: String?) -> SMTPIntegration {
+        SMTPIntegration(host: host, port: port, security: security, username: username, password: password,
+                        fromAddress: fromAddress, fromName: fromName,
+                        updatedAt: StoredDate.date(updatedAtMilliseconds))
+    }
+}
+
+/// A row of `login_failures`, keyed by the username text (unknown names
+/// are throttled too).
+struct LoginFailureRecord: TableRecord {
+    static let databaseTableName = "login_failures"
+
+    enum Columns {
+        static let id = Column("id")
+        static let username = Column("username")
+        static let failedAt = Column("failed_at_ms")
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import GRDB
+
+/// The SQLite database: how a connection is configured, and the schema as
+/// named migrations. Migrations are append-only: existing files have these
+/// applied, by these names, so never edit or rename one; add a new one.
+enum SQLiteSchema {
+    /// The configuration of the writing pool (server and CLI alike).
+    static func configuration() -> Configuration {
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        // The CLI and the server write the same file; wait for each other
+        // rather than failing with SQLITE_BUSY.
+        configuration.busyMode = .timeout(5)
+        configuration.label = "mailgate.store"
+        return configuration
+    }
+
+    /// The configuration of the per-request read connections.
+    static func readerConfiguration() -> Configuration {
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(5)
+        configuration.label = "mailgate.credentials"
+        return configuration
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1 users") { db in
+            try db.execute(sql: """
+                CREATE TABLE users (
+                    id INTEGER PRIMARY KEY,
+                    username TEXT NOT NULL UNIQUE CHECK (length(username) BETWEEN 1 AND 64),
+                    password_hash TEXT NOT NULL,
+                    is_disabled INTEGER NOT NULL DEFAULT 0 CHECK (is_disabled IN (0, 1)),
+                    token_version INTEGER NOT NULL DEFAULT 0 CHECK (token_version >= 0),
+                    created_at_ms INTEGER NOT NULL
+                ) STRICT;
+                -- Token versions of removed users, so a user re-created under
+                -- the same name does not accept the old user's tokens.
+                CREATE TABLE removed_usernames (
+                    username TEXT PRIMARY KEY,
+                    next_token_version INTEGER NOT NULL
+                ) STRICT;
+                """)
+        }
+        migrator.registerMigration("v1 smtp_integrations") { db in
+            try db.execute(sql: """
+                CREATE TABLE smtp_integrations (
+                    user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+                    host TEXT NOT NULL CHECK (length(host) > 0),
+                    port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+                    security TEXT NOT NULL CHECK (security IN ('starttls', 'tls', 'none')),
+                    username TEXT,
+                    password_sealed BLOB,
+                    from_address TEXT NOT NULL CHECK (length(from_address) > 0),
+                    from_name TEXT,
+                    updated_at_ms INTEGER NOT NULL
+                ) STRICT;
+                """)
+        }
+        migrator.registerMigration("v1 login_failures") { db in
+            // Keyed by the username text, not a user id: attempts on unknown
+            // names are throttled too.
+            try db.execute(sql: """
+                CREATE TABLE login_failures (
+                    id INTEGER PRIMARY KEY,
+                    username TEXT NOT NULL,
+                    failed_at_ms INTEGER NOT NULL
+                ) STRICT;
+                CREATE INDEX login_failures_by_username ON login_failures(username, failed_at_ms);
+                CREATE INDEX login_failures_by_time ON login_failures(failed_at_ms);
+                """)
+        }
+        return migrator
+    }
+}
+
+/// Dates are stored as integer Unix milliseconds; reading back what was
+/// written gives an equal Date.
+enum StoredDate {
+    static func milliseconds(_ date: Date) -> Int64 {
+        let value = (date.timeIntervalSince1970 * 1000).rounded()
+        // Clamp absurd dates instead of trapping on conversion.
+        guard value.isFinite else { return 0 }
+        return Int64(max(-9e15, min(9e15, value)))
+    }
+
+    static func date(_ milliseconds: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+}

@@ -1,0 +1,318 @@
+import Foundation
+import GRDB
+import Crypto
+import Posix
+
+/// The `Store` on one SQLite file (GRDB, WAL), shared by the server and the
+/// CLI, and by several server processes (Apache mod_fcgid) on one host.
+public final class SQLiteStore: Store {
+    /// Writes and the CLI's reads.
+    let pool: DatabasePool
+    private let seal: PasswordSeal
+    /// The per-request read (`credentials(for:)`), off the pool.
+    private let credentialsReader: CredentialsReader
+
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// A new file is created with mode 0600; SQLite gives the -wal and -shm
+    /// files the same mode.
+    public init(path: String, secretBox: SecretBox) throws(StoreError) {
+        seal = PasswordSeal(box: secretBox)
+        credentialsReader = try CredentialsReader(path: path, seal: seal)
+        try Self.createPrivateFileIfMissing(path)
+        do {
+            pool = try DatabasePool(path: path, configuration: SQLiteSchema.configuration())
+        } catch {
+            throw Self.wrap(error, "open \(path)")
+        }
+        do {
+            try SQLiteSchema.migrator.migrate(pool)
+        } catch {
+            throw Self.wrap(error, "migrate \(path)")
+        }
+    }
+
+    /// Names of the migrations applied to this database, in order.
+    func appliedMigrations() throws(StoreError) -> [String] {
+        try perform("read migrations") { () throws -> [String] in
+            try pool.read { db in try SQLiteSchema.migrator.appliedMigrations(db) }
+        }
+    }
+
+    // MARK: Users
+    //
+    // Writes are spelled out as SQL over the records' named columns: GRDB's
+    // persistence methods (insert, upsert, fetch by key) first read the
+    // schema (PRAGMA table_xinfo, index_list...), and every CLI command is a
+    // new process with a cold schema cache, so they would do that inside the
+    // write lock that the server and other commands wait on.
+
+    private typealias UserColumns = UserRecord.Columns
+    private typealias IntegrationColumns = SMTPIntegrationRecord.Columns
+    private typealias FailureColumns = LoginFailureRecord.Columns
+    private typealias RemovedColumns = RemovedUsernameRecord.Columns
+
+    public func addUser(_ username: String, passwordHash: String) throws(StoreError) -> User {
+        try User.requireValid(username)
+        let createdAt = StoredDate.milliseconds(Date())
+        return try perform("add user \(username)") { () throws -> User in
+            try pool.write { db in
+                let version = try SQLRequest<Int64>(literal: """
+                    SELECT \(RemovedColumns.nextTokenVersion) FROM \(RemovedUsernameRecord.self)
+                    WHERE \(RemovedColumns.username) = \(username)
+                    """).fetchOne(db) ?? 0
+                do {
+                    try db.execute(literal: """
+                        INSERT INTO \(UserRecord.self) (\(UserColumns.username), \(UserColumns.passwordHash),
+                            \(UserColumns.isDisabled), \(UserColumns.tokenVersion), \(UserColumns.createdAt))
+                        VALUES (\(username), \(passwordHash), 0, \(version), \(createdAt))
+                        """)
+                } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
+                    throw StoreError.userExists(username)
+                }
+                return User(id: db.lastInsertedRowID, username: username, passwordHash: passwordHash,
+                            isDisabled: false, tokenVersion: version, createdAt: StoredDate.date(createdAt))
+            }
+        }
+    }
+
+    public func user(named username: String) throws(StoreError) -> User? {
+        guard User.isValidUsername(username) else { return nil }
+        return try perform("read user \(username)") { () throws -> User? in
+            try pool.read { db in
+                try SQLRequest<UserRecord>(literal: """
+                    SELECT * FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)
+                    """, cached: true).fetchOne(db)?.user
+            }
+        }
+    }
+
+    public func listUsers() throws(StoreError) -> [User] {
+        try perform("list users") { () throws -> [User] in
+            try pool.read { db in
+                try SQLRequest<UserRecord>(literal: "SELECT * FROM \(UserRecord.self) ORDER BY \(UserColumns.username)")
+                    .fetchAll(db).map(\.user)
+            }
+        }
+    }
+
+    public func setPasswordHash(_ hash: String, for username: String) throws(StoreError) {
+        try User.requireValid(username)
+        try updateUser(username, "set password", """
+            UPDATE \(UserRecord.self)
+            SET \(UserColumns.passwordHash) = \(hash), \(UserColumns.tokenVersion) = \(UserColumns.tokenVersion) + 1
+            WHERE \(UserColumns.username) = \(username)
+            """)
+    }
+
+    public func setDisabled(_ disabled: Bool, for username: String) throws(StoreError) {
+        try User.requireValid(username)
+        try updateUser(username, "set disabled", """
+            UPDATE \(UserRecord.self)
+            SET \(UserColumns.isDisabled) = \(disabled),
+                \(UserColumns.tokenVersion) = \(UserColumns.tokenVersion) + \(disabled ? 1 : 0)
+            WHERE \(UserColumns.username) = \(username)
+            """)
+    }
+
+    public func revokeTokens(for username: String) throws(StoreError) -> Int64 {
+        try User.requireValid(username)
+        return try perform("revoke tokens of \(username)") { () throws -> Int64 in
+            try pool.write { db in
+                try db.execute(literal: """
+                    UPDATE \(UserRecord.self) SET \(UserColumns.tokenVersion) = \(UserColumns.tokenVersion) + 1
+                    WHERE \(UserColumns.username) = \(username)
+                    """)
+                guard db.changesCount == 1, let version = try Self.tokenVersion(of: username, db) else {
+                    throw StoreError.userNotFound(username)
+                }
+                return version
+            }
+        }
+    }
+
+    /// The integration goes with the user (foreign key cascade); the token
+    /// version is remembered for a later user of the same name.
+    public func removeUser(_ username: String) throws(StoreError) {
+        try User.requireValid(username)
+        try perform("remove user \(username)") { () throws in
+            try pool.write { db in
+                guard let version = try Self.tokenVersion(of: username, db) else {
+                    throw StoreError.userNotFound(username)
+                }
+                try db.execute(literal: "DELETE FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)")
+                try db.execute(literal: "DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.username) = \(username)")
+                try db.execute(literal: """
+                    INSERT INTO \(RemovedUsernameRecord.self) (\(RemovedColumns.username), \(RemovedColumns.nextTokenVersion))
+                    VALUES (\(username), \(version + 1))
+                    ON CONFLICT (\(RemovedColumns.username)) DO UPDATE
+                    SET \(RemovedColumns.nextTokenVersion) = excluded.\(RemovedColumns.nextTokenVersion)
+                    """)
+            }
+        }
+    }
+
+    private static func tokenVersion(of username: String, _ db: Database) throws -> Int64? {
+        try SQLRequest<Int64>(literal: """
+            SELECT \(UserColumns.tokenVersion) FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)
+            """).fetchOne(db)
+    }
+
+    private static func userID(of username: String, _ db: Database) throws -> Int64? {
+        try SQLRequest<Int64>(literal: """
+            SELECT \(UserColumns.id) FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)
+            """).fetchOne(db)
+    }
+
+    private func updateUser(_ username: String, _ what: String, _ update: SQL) throws(StoreError) {
+        try perform("\(what) for \(username)") { () throws in
+            try pool.write { db in
+                try db.execute(literal: update)
+                guard db.changesCount == 1 else { throw StoreError.userNotFound(username) }
+            }
+        }
+    }
+
+    // MARK: SMTP integrations
+
+    public func setIntegration(_ integration: SMTPIntegration, for username: String) throws(StoreError) {
+        try User.requireValid(username)
+        try integration.validate()
+        let sealed = try integration.password.map { password throws(StoreError) in try seal.seal(password, for: username) }
+        try perform("set integration for \(username)") { () throws in
+            try pool.write { db in
+                guard let userID = try Self.userID(of: username, db) else { throw StoreError.userNotFound(username) }
+                let row = SMTPIntegrationRecord(userID: userID, integration: integration, sealedPassword: sealed)
+                try db.execute(literal: """
+                    INSERT INTO \(SMTPIntegrationRecord.self)
+                        (\(IntegrationColumns.userID), \(IntegrationColumns.host), \(IntegrationColumns.port),
+                         \(IntegrationColumns.security), \(IntegrationColumns.username), \(IntegrationColumns.sealedPassword),
+                         \(IntegrationColumns.fromAddress), \(IntegrationColumns.fromName), \(IntegrationColumns.updatedAt))
+                    VALUES (\(row.userID), \(row.host), \(row.port), \(row.security), \(row.username), \(row.sealedPassword),
+                            \(row.fromAddress), \(row.fromName), \(row.updatedAtMilliseconds))
+                    ON CONFLICT (\(IntegrationColumns.userID)) DO UPDATE SET
+                        \(IntegrationColumns.host) = excluded.\(IntegrationColumns.host),
+                        \(IntegrationColumns.port) = excluded.\(IntegrationColumns.port),
+                        \(IntegrationColumns.security) = excluded.\(IntegrationColumns.security),
+                        \(IntegrationColumns.username) = excluded.\(IntegrationColumns.username),
+                        \(IntegrationColumns.sealedPassword) = excluded.\(IntegrationColumns.sealedPassword),
+                        \(IntegrationColumns.fromAddress) = excluded.\(IntegrationColumns.fromAddress),
+                        \(IntegrationColumns.fromName) = excluded.\(IntegrationColumns.fromName),
+                        \(IntegrationColumns.updatedAt) = excluded.\(IntegrationColumns.updatedAt)
+                    """)
+            }
+        }
+    }
+
+    public func removeIntegration(for username: String) throws(StoreError) {
+        try User.requireValid(username)
+        try perform("remove integration for \(username)") { () throws in
+            try pool.write { db in
+                guard let userID = try Self.userID(of: username, db) else { throw StoreError.userNotFound(username) }
+                try db.execute(literal: """
+                    DELETE FROM \(SMTPIntegrationRecord.self) WHERE \(IntegrationColumns.userID) = \(userID)
+                    """)
+                guard db.changesCount == 1 else { throw StoreError.integrationNotFound(username) }
+            }
+        }
+    }
+
+    /// Served from a per-thread cache that any commit by another connection
+    /// (e.g. the CLI) invalidates: see `CredentialsReader`.
+    public func credentials(for username: String) throws(StoreError) -> Credentials? {
+        guard User.isValidUsername(username) else { return nil }
+        return try perform("read credentials of \(username)") { () throws -> Credentials? in
+            try credentialsReader.credentials(for: username)
+        }
+    }
+
+    // MARK: Login throttling
+
+    private static let failureRetentionMilliseconds: Int64 = 86_400_000
+
+    public func recordFailedLogin(_ username: String, at date: Date) throws(StoreError) {
+        guard User.isValidUsername(username) else { return }
+        let at = StoredDate.milliseconds(date)
+        try perform("record failed login for \(username)") { () throws in
+            try pool.write { db in
+                try db.execute(literal: """
+                    DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.failedAt) < \(at - Self.failureRetentionMilliseconds)
+                    """)
+                try db.execute(literal: """
+                    INSERT INTO \(LoginFailureRecord.self) (\(FailureColumns.username), \(FailureColumns.failedAt))
+                    VALUES (\(username), \(at))
+                    """)
+            }
+        }
+    }
+
+    public func failedLoginCount(_ username: String, since: Date) throws(StoreError) -> Int {
+        guard User.isValidUsername(username) else { return 0 }
+        return try perform("count failed logins for \(username)") { () throws -> Int in
+            try pool.read { db in
+                try SQLRequest<Int>(literal: """
+                    SELECT count(*) FROM \(LoginFailureRecord.self)
+                    WHERE \(FailureColumns.username) = \(username) AND \(FailureColumns.failedAt) >= \(StoredDate.milliseconds(since))
+                    """, cached: true).fetchOne(db) ?? 0
+            }
+        }
+    }
+
+    public func oldestFailedLogin(_ username: String, since: Date) throws(StoreError) -> Date? {
+        guard User.isValidUsername(username) else { return nil }
+        let oldest = try perform("read failed logins for \(username)") { () throws -> Int64? in
+            try pool.read { db in
+                try SQLRequest<Int64>(literal: """
+                    SELECT min(\(FailureColumns.failedAt)) FROM \(LoginFailureRecord.self)
+                    WHERE \(FailureColumns.username) = \(username) AND \(FailureColumns.failedAt) >= \(StoredDate.milliseconds(since))
+                    """, cached: true).fetchOne(db)
+            }
+        }
+        return oldest.map(StoredDate.date)
+    }
+
+    public func clearFailedLogins(_ username: String) throws(StoreError) {
+        guard User.isValidUsername(username) else { return }
+        try perform("clear failed logins for \(username)") { () throws in
+            try pool.write { db in
+                try db.execute(literal: "DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.username) = \(username)")
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Runs `body`, turning any error into a StoreError.
+    private func perform<T>(_ operation: String, _ body: () throws -> T) throws(StoreError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw Self.wrap(error, operation)
+        }
+    }
+
+    /// GRDB's own descriptions can include row contents (row decoding
+    /// errors print the row), so only SQLite's code and message are kept.
+    static func wrap(_ error: any Error, _ operation: String) -> StoreError {
+        switch error {
+        case let error as StoreError:
+            return error
+        case let error as DatabaseError:
+            return .database("\(operation): SQLite error \(error.extendedResultCode.rawValue): \(error.message ?? "no message")")
+        default:
+            return .database("\(operation): \(type(of: error))")
+        }
+    }
+
+    /// Creates an empty database file readable only by its owner, so the
+    /// hashes and sealed secrets are private from the first byte.
+    private static func createPrivateFileIfMissing(_ path: String) throws(StoreError) {
+        do throws(SystemCallError) {
+            let fd = try systemCall("open \(path)") { open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600) }
+            closeDescriptor(fd)
+        } catch where error.code == EEXIST {
+            return
+        } catch {
+            throw .database("create \(path): \(SystemCallError.describe(error.code)) (errno \(error.code))")
+        }
+    }
+}

@@ -1,0 +1,34 @@
+/// Store failures. Descriptions carry usernames and the database's message
+/// but never password hashes, SMTP passwords or sealed bytes.
+public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Not 1–64 characters of `A-Z a-z 0-9 . _ @ + -`. The rejected text is
+    /// not echoed: people type passwords into username fields.
+    case invalidUsername
+    case userExists(String)
+    case userNotFound(String)
+    case integrationNotFound(String)
+    /// A field of an SMTP integration is unusable; the string names the field.
+    case invalidIntegration(String)
+    /// A stored SMTP password cannot be decrypted (wrong key file, or the
+    /// row was modified or copied from another user). Names the user.
+    case corruptSecret(String)
+    /// Sealing an SMTP password failed (OpenSSL); the string says which call.
+    case crypto(String)
+    /// A database failure: the operation and the database's message.
+    case database(String)
+
+    public var description: String {
+        switch self {
+        case .invalidUsername:
+            return "invalid username: use 1-64 characters of A-Z a-z 0-9 . _ @ + -"
+        case .userExists(let name): return "user \(name) already exists"
+        case .userNotFound(let name): return "no user named \(name)"
+        case .integrationNotFound(let name): return "user \(name) has no SMTP integration"
+        case .invalidIntegration(let field): return "invalid SMTP integration: \(field)"
+        case .corruptSecret(let name):
+            return "cannot decrypt the stored SMTP password of user \(name) (wrong secret key file, or the row was altered)"
+        case .crypto(let message): return "encryption failed: \(message)"
+        case .database(let message): return "database error: \(message)"
+        }
+    }
+}
