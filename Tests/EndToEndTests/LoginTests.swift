@@ -86,7 +86,8 @@ struct LoginTests {
         let tokenLocation = tokenBlock.prefix { $0 != "}" }
         #expect(tokenLocation.contains("limit_req zone=mailgate_token burst=5 nodelay;"))
         #expect(tokenLocation.contains("limit_req_status 429;"))
-        #expect(http.contains("limit_req_zone $binary_remote_addr zone=mailgate_token:1m rate=10r/m;"))
+        // Keyed by address, IPv6 by /64 (ShippedConfigTests checks the key through nginx).
+        #expect(http.contains("limit_req_zone $mailgate_token_client zone=mailgate_token:1m rate=10r/m;"))
 
         // ...and an nginx with that rate (10r/m) and the shipped location
         // lets the first request plus a burst of 5 through, then answers 429.

@@ -250,6 +250,7 @@ final class TransportFixture: Sendable {
         let child = try Child.spawn("/bin/sh", [
             "-c", "export LISTEN_PID=$$; exec \"$@\"", "sh",
             env.bin, "serve", "--data-dir", env.dataDir, "--ca-file", env.caBundle, "--threads", "8",
+            "--max-in-flight-per-user", "8",
         ], stdout: log + ".out", stderr: log, environment: environment, listeningSocket: socket.fd, name: name)
         try waitUntil("\(name) listening", child: child) { child.stderrText.contains("listening on inherited fd 3") }
         return child

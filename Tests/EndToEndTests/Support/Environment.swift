@@ -114,8 +114,12 @@ final class E2E: Sendable {
 
         let socket = dir + "/mailgate.sock"
         let log = dir + "/mailgate.log"
+        // ~100 tests at once log in and send through this one instance: its
+        // per-user and password-check limits are opened up (FairnessTests and
+        // LimitsTests exercise them; the auxiliary instance keeps defaults).
         let mailgate = try startMailgate(bin: bin, dataDir: dataDir, socket: socket, log: log,
-                                         extra: ["--ca-file", bundle, "--smtp-timeout", "10s", "--threads", "8"], in: dir)
+                                         extra: ["--ca-file", bundle, "--smtp-timeout", "10s", "--threads", "8",
+                                                 "--max-in-flight-per-user", "8", "--kdf-concurrency", "8"], in: dir)
         let (nginx, port) = try startNginx(in: dir, name: "nginx-main", socket: socket, rate: "100r/s")
         return E2E(dir: dir, bin: bin, localhostCert: localhost, otherNameCert: other, untrustedCert: untrusted,
                    caBundle: bundle, dataDir: dataDir, socket: socket, port: port, mailgateLog: log,
