@@ -160,43 +160,20 @@ struct PythonParsed: Decodable {
     var defects: [String]
 }
 
-enum PythonError: Error, CustomStringConvertible {
-    case failed(status: Int32, stderr: String)
-    var description: String {
-        switch self {
-        case .failed(let status, let stderr): return "python exited \(status): \(stderr)"
-        }
-    }
-}
-
-
 /// Parses rendered messages with Debian's Python `email` package (policy
-/// default), one interpreter for the whole batch.
+/// default), one interpreter for the whole batch
+/// (Tests/MailgateTesting/Python/parse_rendered_messages.py).
 func parseWithPython(_ messages: [[UInt8]]) throws -> [PythonParsed] {
-    let dir = FileManager.default.temporaryDirectory
-        .appendingPathComponent("mime-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: dir) }
+    let dir = try TempDir(prefix: "mime-tests")
+    defer { dir.remove() }
     var paths: [String] = []
     for (i, bytes) in messages.enumerated() {
-        let url = dir.appendingPathComponent("\(i).eml")
-        try Data(bytes).write(to: url)
-        paths.append(url.path)
+        let path = dir.file("\(i).eml")
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        paths.append(path)
     }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: PythonHelper.interpreter)
-    process.arguments = [PythonHelper.path("parse_rendered_messages.py")] + paths
-    let stdout = Pipe()
-    let stderr = Pipe()
-    process.standardOutput = stdout
-    process.standardError = stderr
-    try process.run()
-    let output = stdout.fileHandleForReading.readDataToEndOfFile()
-    let errors = stderr.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw PythonError.failed(
-            status: process.terminationStatus, stderr: String(decoding: errors, as: UTF8.self))
-    }
-    return try JSONDecoder().decode([PythonParsed].self, from: output)
+    let result = try runTool(PythonHelper.interpreter, [PythonHelper.path("parse_rendered_messages.py")] + paths,
+                             in: dir.path)
+    guard result.ok else { throw HarnessError("python \(result.status): \(result.stderr)") }
+    return try JSONDecoder().decode([PythonParsed].self, from: Data(result.stdout))
 }

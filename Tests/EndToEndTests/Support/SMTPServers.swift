@@ -48,7 +48,8 @@ final class CaptureServer: Sendable {
         let child = try Child.spawn(E2E.python, arguments, stdout: "\(dir)/\(name).out", stderr: "\(dir)/\(name).err",
                                     name: name)
         do {
-            // Generous: on a loaded 2-core machine ~20 Python servers start at once.
+            // Generous: on a loaded 2-core machine, with a whole test run
+            // starting at once, the import of aiosmtpd alone can take 15 s.
             try waitUntil("\(name) READY", timeout: 60, child: child) { child.stdoutText.contains("READY") }
         } catch {
             child.stop()
