@@ -53,6 +53,30 @@ public final class FastCGIServer: Sendable {
         self.handler = handler
     }
 
+    /// Blocks SIGTERM and SIGINT in the calling thread, and so in every
+    /// thread created after it: call it first thing in `main`, before any
+    /// library starts a thread. A stop signal that arrives while the server
+    /// is still starting then waits, pending, for `run()`'s `sigwait`,
+    /// instead of killing the process by its default action.
+    public static func holdStopSignals() throws(FastCGIError) {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        let result = pthread_sigmask(SIG_BLOCK, &signals, nil)
+        guard result == 0 else { throw .systemCall(SystemCallError("pthread_sigmask", code: result)) }
+    }
+
+    /// Undoes `holdStopSignals` in the calling thread (plain CGI: one
+    /// request, no `run()`; the web server's SIGTERM must end it).
+    public static func releaseStopSignals() {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+    }
+
     /// Opens the socket (before anything else, so start-up errors surface at once).
     public func bind() throws(FastCGIError) {
         let socket = try ListeningSocket.open(configuration.address)

@@ -65,6 +65,9 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        // Before any thread exists: a SIGTERM during start-up (systemd stopping
+        // a unit it just started) waits for the server instead of killing it.
+        try FastCGIServer.holdStopSignals()
         // Without TZ, every log timestamp (localtime_r) stats /etc/localtime.
         setenv("TZ", ":/etc/localtime", 0)
         tzset()
@@ -104,6 +107,7 @@ struct Serve: ParsableCommand {
         } else if let fd = Self.systemdSocket() {
             address = .inherited(fd: fd)
         } else if CGIOnce.isCGI {
+            FastCGIServer.releaseStopSignals()
             CGIOnce.serve(maxBodyBytes: maxBody) { application.handle($0) }
             return
         } else {
