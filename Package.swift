@@ -46,7 +46,7 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
-            "FastCGI", "SMTP", "MIME", "Crypto", "Store", "JSON",
+            "FastCGI", "SMTP", "MIME", "Crypto", "Store", "JSON", "Posix",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "mailgate", dependencies: [

@@ -123,7 +123,12 @@ BENCH_TOKEN=$("$bin" token issue bench --data-dir "$data" --ttl 1d)
 export BENCH_TOKEN
 
 socket=$tmp/mailgate.sock
-"$bin" serve --data-dir "$data" --socket "$socket" ${MAILGATE_SERVE_ARGS:-} 2>"$tmp/mailgate.log" &
+# One user sends at up to 64 connections: lift the per-user cap on sends in
+# flight (default a quarter of the workers) so the run measures throughput
+# (binaries from before the cap have no such option).
+cap_args=()
+"$bin" serve --help 2>/dev/null | grep -q -- --max-in-flight-per-user && cap_args=(--max-in-flight-per-user 1024)
+"$bin" serve --data-dir "$data" --socket "$socket" "${cap_args[@]}" ${MAILGATE_SERVE_ARGS:-} 2>"$tmp/mailgate.log" &
 mailgate_pid=$!; pids+=("$mailgate_pid")
 for _ in $(seq 200); do [ -S "$socket" ] && break; alive "$mailgate_pid" "mailgate serve"; sleep 0.05; done
 [ -S "$socket" ] || die "mailgate serve did not create $socket"

@@ -44,6 +44,11 @@ public struct Base64: Sendable {
 
     /// Appends the encoding of `bytes` to `out` (no line breaks).
     public func append<Bytes: Collection<UInt8>>(_ bytes: Bytes, to out: inout [UInt8]) {
+        if bytes.withContiguousStorageIfAvailable({ append(contiguous: $0, to: &out) }) != nil { return }
+        Array(bytes).withUnsafeBufferPointer { append(contiguous: $0, to: &out) }
+    }
+
+    private func append(contiguous bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         out.reserveCapacity(out.count + encodedLength(bytes.count))
         alphabet.withUnsafeBufferPointer { table in
             var iterator = bytes.makeIterator()
@@ -61,38 +66,44 @@ public struct Base64: Sendable {
     /// The bytes `text` spells, or nil unless it is this codec's one
     /// canonical spelling of them.
     public func decode<Text: Collection<UInt8>>(_ text: Text) -> [UInt8]? {
+        if let decoded = text.withContiguousStorageIfAvailable({ decode(bytes: $0) }) { return decoded }
+        return Array(text).withUnsafeBufferPointer { decode(bytes: $0) }
+    }
+
+    /// Tokens are decoded on every request: one pass over contiguous bytes.
+    private func decode(bytes text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         var count = text.count
-        var padding = 0
         if padded {
             guard count % 4 == 0 else { return nil }
-            var index = text.endIndex
-            for _ in 0..<2 where count > 0 {
-                index = text.index(index, offsetBy: -1)
-                guard text[index] == UInt8(ascii: "=") else { break }
+            var padding = 0
+            while padding < 2, count > 0, text[count - 1] == UInt8(ascii: "=") {
+                count -= 1
                 padding += 1
             }
-            count -= padding
+            if padding != (4 - count % 4) % 4 { return nil }
         }
         if count % 4 == 1 { return nil }
-        if padded && padding != (4 - count % 4) % 4 { return nil }
-        var out: [UInt8] = []
+        var out = [UInt8]()
         out.reserveCapacity(count * 3 / 4)
         var accumulator: UInt32 = 0
         var bits = 0
-        for char in text.prefix(count) {
-            let value = reverse[Int(char)]
-            if value == 0xFF { return nil }
-            accumulator = accumulator << 6 | UInt32(value)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-                accumulator &= (1 << UInt32(bits)) - 1
+        let valid = reverse.withUnsafeBufferPointer { table -> Bool in
+            for index in 0..<count {
+                let value = table[Int(text[index])]
+                if value == 0xFF { return false }
+                accumulator = accumulator << 6 | UInt32(value)
+                bits += 6
+                if bits >= 8 {
+                    bits -= 8
+                    out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+                    accumulator &= (1 << UInt32(bits)) - 1
+                }
             }
+            return true
         }
         // Leftover bits (2 or 4) must be zero, or two spellings would decode
         // to the same bytes.
-        if accumulator != 0 { return nil }
+        guard valid, accumulator == 0 else { return nil }
         return out
     }
 

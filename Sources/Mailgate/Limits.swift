@@ -1,5 +1,5 @@
 import Dispatch
-import Synchronization
+import Posix
 
 /// Sends in flight per user, in this process. One user whose SMTP server
 /// never answers holds a worker for up to the SMTP deadline per request;
@@ -7,8 +7,9 @@ import Synchronization
 final class InFlightLimit: Sendable {
     let limitPerUser: Int
     // Keys are stored usernames (validated ASCII, at most 64 bytes): hashing
-    // them is cheap and linear.
-    private let counts = Mutex<[String: Int]>([:])
+    // them is cheap and linear. Every send takes this lock twice from every
+    // worker: a pthread mutex, which sleeps instead of spinning (Posix).
+    private let counts = PThreadMutex<[String: Int]>([:])
 
     init(limitPerUser: Int) { self.limitPerUser = max(1, limitPerUser) }
 

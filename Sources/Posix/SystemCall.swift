@@ -30,7 +30,7 @@ public struct SystemCallError: Error, Sendable, Equatable, CustomStringConvertib
 /// names it for the error, and is only evaluated on failure.
 ///
 /// Never use it for close(2): see `closeDescriptor`.
-@inline(__always)
+@inlinable
 public func systemCall<Result: FixedWidthInteger>(
     _ call: @autoclosure () -> String, _ body: () -> Result
 ) throws(SystemCallError) -> Result {
@@ -51,7 +51,7 @@ public enum NonBlockingResult<Result: Sendable>: Sendable {
 
 /// `systemCall` for non-blocking descriptors: EAGAIN/EWOULDBLOCK (and
 /// EINPROGRESS, for connect) mean "not yet", not failure.
-@inline(__always)
+@inlinable
 public func nonBlockingSystemCall<Result: FixedWidthInteger & Sendable>(
     _ call: @autoclosure () -> String, _ body: () -> Result
 ) throws(SystemCallError) -> NonBlockingResult<Result> {

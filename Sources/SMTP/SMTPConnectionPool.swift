@@ -1,4 +1,4 @@
-import Synchronization
+import Posix
 
 /// A connection that is in the pool's idle list or in exactly one caller's
 /// hands, never both. That hand-over discipline is what makes moving the
@@ -22,7 +22,7 @@ public final class SMTPConnectionPool: Sendable {
         var isShutDown = false
     }
 
-    private let state = Mutex(State())
+    private let state = PThreadMutex(State())
 
     public init(config: SMTPServerConfig, maxIdle: Int = 16, idleTimeout: Duration = .seconds(30),
                 maxMessagesPerConnection: Int = 100, noopAfterIdle: Duration = .seconds(5)) {
@@ -141,7 +141,7 @@ public final class SMTPPoolRegistry: Sendable {
         var lastSweep = ContinuousClock.now
     }
 
-    private let state = Mutex(State())
+    private let state = PThreadMutex(State())
 
     public init(maxIdlePerPool: Int = 16, idleTimeout: Duration = .seconds(30), maxMessagesPerConnection: Int = 100) {
         self.maxIdlePerPool = maxIdlePerPool
