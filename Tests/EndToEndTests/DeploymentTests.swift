@@ -84,39 +84,19 @@ enum Deployment {
     static func directory(_ name: String) throws -> String {
         guard case .success(let env) = E2E.sharedResult else { throw HarnessError("main environment failed") }
         let dir = "\(env.dir)/deploy-\(name)-\(Counter.shared.next())"
-        for sub in ["", "/cb", "/p", "/f", "/u", "/s"] {
-            try FileManager.default.createDirectory(atPath: dir + sub, withIntermediateDirectories: true)
-        }
-        // mailgate.conf includes fastcgi_params relative to nginx's prefix.
-        try FileManager.default.copyItem(atPath: "/etc/nginx/fastcgi_params", toPath: dir + "/fastcgi_params")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
     }
 
-    /// nginx (the shipped mailgate.conf) in front of `upstream`, then: a
+    /// nginx (the shipped mailgate.conf) in front of `upstream` ("unix:PATH"
+    /// or "HOST:PORT"), then: a
     /// token from /token, a send that arrives, a 401 with `WWW-Authenticate:
     /// Bearer`, and a 2 MiB body refused with 413.
     static func check(upstream: String, in dir: String, name: String) async throws {
         let env = try await E2E.get()
-        let template = try String(contentsOfFile: E2E.repoRoot + "/Tests/EndToEndTests/Fixtures/deployment-nginx.conf.in",
-                                  encoding: .utf8)
         let (nginx, port) = try await blocking {
-            try withFreshPort { port in
-                let config = template.replacingOccurrences(of: "@PREFIX@", with: dir)
-                    .replacingOccurrences(of: "@ROOT@", with: E2E.repoRoot)
-                    .replacingOccurrences(of: "@PORT@", with: String(port))
-                    .replacingOccurrences(of: "@UPSTREAM@", with: upstream)
-                    .replacingOccurrences(of: "@USER_LINE@", with: getuid() == 0 ? "user root root;" : "")
-                try config.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-                let child = try Child.spawn("/usr/sbin/nginx", ["-p", dir, "-c", dir + "/nginx.conf"],
-                                            stdout: dir + "/nginx.out", stderr: dir + "/nginx.err", name: "nginx-\(name)")
-                do {
-                    try waitUntil("nginx-\(name) on \(port)", child: child) { tcpAccepts(port) }
-                } catch {
-                    child.stop()
-                    throw error
-                }
-                return (child, port)
-            }
+            try E2E.startFromTemplate(prefix: dir + "/nginx", name: "nginx-\(name)", template: "deployment-nginx.conf.in",
+                                      values: ["UPSTREAM": upstream])
         }
         defer { nginx.stop() }
 

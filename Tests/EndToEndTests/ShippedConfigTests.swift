@@ -38,26 +38,9 @@ struct ShippedConfigTests {
     /// and IPv4 clients are still keyed by their address.
     @Test func tokenLimitKeysIPv6ClientsByTheirSlash64() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mailgate-e2e-v6-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try FileManager.default.copyItem(atPath: "/etc/nginx/fastcgi_params", toPath: dir + "/fastcgi_params")
-        let template = try String(contentsOfFile: E2E.repoRoot + "/Tests/EndToEndTests/Fixtures/shipped-ratelimit-nginx.conf.in",
-                                  encoding: .utf8)
-        let (nginx, port) = try withFreshPort { port in
-            let config = template.replacingOccurrences(of: "@PREFIX@", with: dir)
-                .replacingOccurrences(of: "@ROOT@", with: E2E.repoRoot)
-                .replacingOccurrences(of: "@PORT@", with: String(port))
-            try config.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-            let child = try Child.spawn("/usr/sbin/nginx", ["-p", dir, "-c", dir + "/nginx.conf"],
-                                        stdout: dir + "/stdout.log", stderr: dir + "/stderr.log", name: "nginx-ratelimit")
-            do {
-                try waitUntil("nginx-ratelimit on \(port)", child: child) { tcpAccepts(port) }
-            } catch {
-                child.stop()
-                throw error
-            }
-            return (child, port)
-        }
+        let (nginx, port) = try E2E.startFromTemplate(prefix: dir, name: "nginx-ratelimit",
+                                                      template: "shipped-ratelimit-nginx.conf.in")
         defer { nginx.stop() }
         func login(from address: String) throws -> Int {
             let raw = HTTP.request("POST", "/token", headers: [

@@ -196,46 +196,19 @@ final class TransportFixture: Sendable {
                     in: dir))
             }
             let isRoot = getuid() == 0
-            let (nginx, nginxPort) = try startFront(dir: dir, name: "nginx", template: "transport-nginx.conf.in", values: [
-                "USER_LINE": isRoot ? "user root root;" : "", "TIGHT_SOCKET": tight, "ROOMY_SOCKET": roomy,
-            ]) { prefix in ("/usr/sbin/nginx", ["-p", prefix, "-c", prefix + "/server.conf"]) }
+            let (nginx, nginxPort) = try E2E.startFromTemplate(
+                prefix: dir + "/nginx", name: "nginx", template: "transport-nginx.conf.in",
+                values: ["TIGHT_SOCKET": tight, "ROOMY_SOCKET": roomy])
             children.append(nginx)
-            let (apache, apachePort) = try startFront(dir: dir, name: "apache", template: "transport-apache.conf.in", values: [
-                "USER_LINES": isRoot ? "User www-data\nGroup www-data" : "", "TIGHT_SOCKET": tight, "ROOMY_SOCKET": roomy,
-            ]) { prefix in ("/usr/sbin/apache2", ["-f", prefix + "/server.conf", "-DFOREGROUND"]) }
+            let (apache, apachePort) = try E2E.startFromTemplate(
+                prefix: dir + "/apache", name: "apache", template: "transport-apache.conf.in",
+                values: ["USER_LINES": isRoot ? "User www-data\nGroup www-data" : "", "TIGHT_SOCKET": tight, "ROOMY_SOCKET": roomy]
+            ) { prefix in ("/usr/sbin/apache2", ["-f", prefix + "/server.conf", "-DFOREGROUND"]) }
             children.append(apache)
             return TransportFixture(dir: dir, nginxPort: nginxPort, apachePort: apachePort, children: children)
         } catch {
             for child in children { child.stop() }
             throw error
-        }
-    }
-
-    /// Renders `Fixtures/TEMPLATE` into DIR/NAME/server.conf and starts the
-    /// server on a fresh port; returns once it accepts.
-    private static func startFront(dir: String, name: String, template: String, values: [String: String],
-                                   command: (String) -> (String, [String])) throws -> (Child, Int) {
-        let prefix = "\(dir)/\(name)"
-        for sub in ["", "/tmp/client_body", "/tmp/proxy", "/tmp/fastcgi", "/tmp/uwsgi", "/tmp/scgi"] {
-            try FileManager.default.createDirectory(atPath: prefix + sub, withIntermediateDirectories: true)
-        }
-        let text = try String(contentsOfFile: E2E.repoRoot + "/Tests/EndToEndTests/Fixtures/" + template, encoding: .utf8)
-        return try withFreshPort { port in
-            var rendered = text.replacingOccurrences(of: "@PREFIX@", with: prefix)
-                .replacingOccurrences(of: "@PORT@", with: String(port))
-            for (key, value) in values { rendered = rendered.replacingOccurrences(of: "@\(key)@", with: value) }
-            try rendered.write(toFile: prefix + "/server.conf", atomically: true, encoding: .utf8)
-            let (executable, arguments) = command(prefix)
-            let child = try Child.spawn(executable, arguments, stdout: prefix + "/stdout.log",
-                                        stderr: prefix + "/stderr.log", name: name)
-            do {
-                try waitUntil("\(name) on port \(port)", child: child) { tcpAccepts(port) }
-            } catch {
-                child.stop()
-                let log = (try? String(contentsOfFile: prefix + "/error.log", encoding: .utf8)) ?? ""
-                throw HarnessError("\(error) \(log.suffix(1000))")
-            }
-            return (child, port)
         }
     }
 

@@ -162,6 +162,47 @@ final class E2E: Sendable {
         return (child, port)
     }
 
+    /// Renders `Tests/EndToEndTests/Fixtures/TEMPLATE` into PREFIX/server.conf
+    /// (@PREFIX@, @PORT@ on a fresh port, @ROOT@, @USER_LINE@ for nginx run
+    /// as root, and `values`), with nginx's temp directories and
+    /// fastcgi_params in PREFIX, starts `command(PREFIX)` and returns once
+    /// it accepts on the port.
+    static func startFromTemplate(prefix: String, name: String, template: String, values: [String: String] = [:],
+                                  command: (String) -> (String, [String]) = nginxCommand) throws -> (Child, Int) {
+        for sub in ["", "/tmp/client_body", "/tmp/proxy", "/tmp/fastcgi", "/tmp/uwsgi", "/tmp/scgi"] {
+            try FileManager.default.createDirectory(atPath: prefix + sub, withIntermediateDirectories: true)
+        }
+        if !FileManager.default.fileExists(atPath: prefix + "/fastcgi_params") {
+            // mailgate.conf includes it relative to nginx's prefix.
+            try FileManager.default.copyItem(atPath: "/etc/nginx/fastcgi_params", toPath: prefix + "/fastcgi_params")
+        }
+        let text = try String(contentsOfFile: repoRoot + "/Tests/EndToEndTests/Fixtures/" + template, encoding: .utf8)
+        return try withFreshPort { port in
+            var rendered = text.replacingOccurrences(of: "@PREFIX@", with: prefix)
+                .replacingOccurrences(of: "@PORT@", with: String(port))
+                .replacingOccurrences(of: "@ROOT@", with: repoRoot)
+                .replacingOccurrences(of: "@USER_LINE@", with: getuid() == 0 ? "user root root;" : "")
+            for (key, value) in values { rendered = rendered.replacingOccurrences(of: "@\(key)@", with: value) }
+            try rendered.write(toFile: prefix + "/server.conf", atomically: true, encoding: .utf8)
+            let (executable, arguments) = command(prefix)
+            let child = try Child.spawn(executable, arguments, stdout: prefix + "/stdout.log",
+                                        stderr: prefix + "/stderr.log", name: name)
+            do {
+                try waitUntil("\(name) on port \(port)", child: child) { tcpAccepts(port) }
+            } catch {
+                child.stop()
+                let log = (try? String(contentsOfFile: prefix + "/error.log", encoding: .utf8)) ?? ""
+                throw HarnessError("\(error) \(log.suffix(1000))")
+            }
+            return (child, port)
+        }
+    }
+
+    /// nginx in the foreground on PREFIX/server.conf.
+    static func nginxCommand(_ prefix: String) -> (String, [String]) {
+        ("/usr/sbin/nginx", ["-p", prefix, "-c", prefix + "/server.conf"])
+    }
+
     // MARK: - CLI
 
     /// Runs `mailgate ARGS --data-dir DATA` and requires success.
