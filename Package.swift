@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "JSON"),
         .target(name: "Crypto", dependencies: ["COpenSSL", "JSON", "Base64", "Posix"]),
         .target(name: "MIME", dependencies: ["Base64"]),
-        .target(name: "SMTP", dependencies: ["COpenSSL", "Posix", "MIME", "Base64"]),
+        .target(name: "SMTP", dependencies: ["COpenSSL", "Crypto", "Posix", "MIME", "Base64"]),
         .target(name: "Store", dependencies: [
             "Crypto", "Posix",
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -8,7 +8,7 @@ import COpenSSL
 /// material, passwords or plaintext.
 public enum CryptoError: Error, Sendable, Equatable, CustomStringConvertible {
     /// An OpenSSL call reported failure. `reason` is the text of the
-    /// OpenSSL error queue (`ERR_get_error`), or "no OpenSSL error queued".
+    /// OpenSSL error queue (`OpenSSLErrorQueue.drain`), or "unknown error".
     case openSSL(call: String, reason: String)
     /// A caller passed a value the operation cannot use (negative length,
     /// zero iterations, ...). The string says which parameter and why.
@@ -39,19 +39,7 @@ public enum CryptoError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Builds an `.openSSL` error for `call`, draining the thread's OpenSSL
     /// error queue so the next call starts clean.
     static func openSSL(_ call: String) -> CryptoError {
-        var reasons: [String] = []
-        // Bounded: the queue is small, but never loop on a misbehaving library.
-        for _ in 0..<16 {
-            let code = ERR_get_error()
-            if code == 0 { break }
-            var buffer = [CChar](repeating: 0, count: 256)
-            buffer.withUnsafeMutableBufferPointer { buf in
-                ERR_error_string_n(code, buf.baseAddress, buf.count)
-            }
-            let bytes = buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }
-            reasons.append(String(decoding: bytes, as: UTF8.self))
-        }
-        return .openSSL(call: call, reason: reasons.isEmpty ? "no OpenSSL error queued" : reasons.joined(separator: "; "))
+        .openSSL(call: call, reason: OpenSSLErrorQueue.drain())
     }
 }
 

@@ -1,3 +1,4 @@
+import Crypto
 import COpenSSL
 import Glibc
 import Posix

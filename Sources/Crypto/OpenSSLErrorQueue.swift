@@ -1,20 +1,19 @@
 import COpenSSL
 
-/// The one place SMTP reads OpenSSL's per-thread error queue. (Crypto has
-/// its own, internal to that module, for its libcrypto calls; the two never
-/// see each other's errors because each clears the queue before a call.)
-enum OpenSSLErrorQueue {
+/// The one place Mailgate reads OpenSSL's per-thread error queue: Crypto's
+/// libcrypto calls and SMTP's TLS both report through it.
+public enum OpenSSLErrorQueue {
     /// Empties the queue before a call whose failure will be examined.
-    static func clear() { ERR_clear_error() }
+    public static func clear() { ERR_clear_error() }
 
     /// The reason of the error at the head of the queue, without removing it.
-    static func peekReason() -> Int32 { ERR_GET_REASON(ERR_peek_error()) }
+    public static func peekReason() -> Int32 { ERR_GET_REASON(ERR_peek_error()) }
 
     /// The queued errors, most specific reason first, and the queue emptied
     /// (it is per thread and threads are reused). Bounded, so a misbehaving
     /// library cannot keep us looping.
     @discardableResult
-    static func drain() -> String {
+    public static func drain() -> String {
         var reasons: [String] = []
         for _ in 0..<32 {
             let e = ERR_get_error()
