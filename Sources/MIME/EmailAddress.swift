@@ -300,6 +300,11 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
             if c < 0x20 || c >= 0x7F {
                 throw .invalidSyntax("non-ASCII local parts are not supported")
             }
+            // Valid in RFC 5322, but an SMTP path ends at '>' (RFC 5321
+            // §4.1.2) and servers refuse it: refused here, before any connection.
+            if c == UInt8(ascii: "<") || c == UInt8(ascii: ">") {
+                throw .invalidSyntax("'<' and '>' are not allowed in a quoted local part")
+            }
         }
     }
 

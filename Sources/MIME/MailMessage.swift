@@ -195,21 +195,24 @@ public struct MailMessage: Sendable {
             out.appendCRLF()
             return
         }
-        if needsEncoding(name) {
+        // RFC 5322 quoted-string: only '\' and '"' need escaping, and each
+        // escape is a byte on the line: the width is what is written.
+        let escapes = name.utf8.reduce(0) { $0 + ($1 == UInt8(ascii: "\\") || $1 == UInt8(ascii: "\"") ? 1 : 0) }
+        let quotedWidth = name.utf8.count + escapes + 2
+        if needsEncoding(name) || quotedWidth > maxRawValue {
+            // Encoded-words fold; a quoted-string without spaces cannot.
             column = EncodedWord.append(name, to: &out, column: column)
         } else if isPlainPhrase(name) {
             out.append(contentsOf: name.utf8)
             column += name.utf8.count
         } else {
-            // RFC 5322 quoted-string: only '\' and '"' need escaping.
             out.append(UInt8(ascii: "\""))
             for c in name.utf8 {
                 if c == UInt8(ascii: "\\") || c == UInt8(ascii: "\"") { out.append(UInt8(ascii: "\\")) }
                 out.append(c)
-                column += 1
             }
             out.append(UInt8(ascii: "\""))
-            column += 2
+            column += quotedWidth
         }
         // " <local@domain>": fold before '<' (CFWS is allowed there) when it
         // would overflow the preferred line length.

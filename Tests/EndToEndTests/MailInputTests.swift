@@ -85,6 +85,20 @@ struct MailInputTests {
 
     // MARK: Addresses
 
+    /// Issue 10: a display name of 600 escaped quotes is 1,200 octets on the
+    /// wire; it used to pass the checks and make a To: line SMTP refuses
+    /// (502 after connecting). Counted as written, it is encoded and folded.
+    @Test func displayNameOfEscapedQuotesIsDeliveredWithinLineLimits() async throws {
+        let (env, token) = try await mailUser("quotes")
+        let marker = uniqueMarker("quotes")
+        let to = "\"" + String(repeating: "\\\"", count: 600) + "\" <rcpt@example.org>"
+        let response = try await env.send(token: token, to: to, subject: marker, message: "m")
+        #expect(response.status == 200, "\(response)")
+        let message = try await env.capture.waitForMessage(containing: marker)
+        #expect(message.maxLineLength <= 998, "longest line \(message.maxLineLength)")
+        #expect(message.envelope.rcptTos == ["rcpt@example.org"])
+    }
+
     @Test(arguments: [
         "a@example.org, b@example.org",
         "a@example.org;b@example.org",
@@ -101,6 +115,8 @@ struct MailInputTests {
         "a@@example.org",
         "<a@example.org",
         "a@example.org>",
+        "\"a>b\"@example.org",
+        "Name <\"x<y\"@example.org>",
     ])
     func unusableRecipientIs400AndNothingIsSent(address: String) async throws {
         let (env, token) = try await mailUser("badaddr")
