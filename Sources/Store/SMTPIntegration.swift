@@ -67,6 +67,19 @@ public struct SMTPIntegration: Sendable, Equatable {
         }
         guard !fromAddress.isEmpty, clean(fromAddress) else { throw .invalidIntegration("fromAddress") }
         if let fromName { guard clean(fromName) else { throw .invalidIntegration("fromName") } }
+        // A login over a connection without TLS sends the password in the
+        // clear: only to this machine, where no network carries it.
+        if security == .none, username != nil, !Self.isLoopback(host) {
+            throw .invalidIntegration("security (a login without TLS is allowed only to a loopback host; use starttls or tls)")
+        }
+    }
+
+    /// `localhost`, 127.0.0.0/8 or ::1 (with or without brackets).
+    static func isLoopback(_ host: String) -> Bool {
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        if bare.lowercased() == "localhost" || bare == "::1" { return true }
+        let octets = bare.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 }
 

@@ -53,6 +53,32 @@ import GRDB
         #expect(try t.store.integration(for: "alice") == nil)
     }
 
+    /// Issue 10: a login without TLS would send the SMTP password in the
+    /// clear; it is allowed only to a loopback host.
+    @Test func loginWithoutTLSOnlyToLoopback() throws {
+        let t = try TemporaryStore()
+        _ = try t.store.addUser("alice", passwordHash: "h")
+        var plain = sampleIntegration()
+        plain.security = .none
+        plain.host = "smtp.example.com"
+        #expect(plain.username != nil)
+        #expect(throws: StoreError.self) { try t.store.setIntegration(plain, for: "alice") }
+        #expect(try t.store.integration(for: "alice") == nil)
+        for host in ["127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1", "[::1]"] {
+            plain.host = host
+            try t.store.setIntegration(plain, for: "alice")
+        }
+        for host in ["127.0.0.1.example.com", "128.0.0.1", "localhost.example.com", "::2"] {
+            plain.host = host
+            #expect(throws: StoreError.self, "\(host)") { try plain.validate() }
+        }
+        // Without a login nothing secret travels: any host.
+        plain.host = "smtp.example.com"
+        plain.username = nil
+        plain.password = nil
+        try t.store.setIntegration(plain, for: "alice")
+    }
+
     @Test func storedSecurityIsConstrained() throws {
         let t = try TemporaryStore()
         _ = try t.store.addUser("alice", passwordHash: "h")
