@@ -117,9 +117,13 @@ import Glibc
         defer { dir.remove() }
         let entered = Locked(false)
         let release = Locked(false)
-        let running = try InProcessServer.start(.init(address: .unix(path: path, mode: 0o600), threads: 2)) { _ in
+        // Generous bounds (a loaded CI machine can stall this test for tens of
+        // seconds): the grace and the handler's guard must not end the wait
+        // that the test is about.
+        let running = try InProcessServer.start(.init(address: .unix(path: path, mode: 0o600), threads: 2,
+                                                      shutdownGrace: .seconds(300))) { _ in
             entered.value = true
-            let deadline = ContinuousClock.now + .seconds(15)
+            let deadline = ContinuousClock.now + .seconds(300)
             while !release.value && ContinuousClock.now < deadline { usleep(2_000) }
             return textResponse("finished after stop")
         }
