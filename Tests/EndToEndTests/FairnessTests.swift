@@ -53,7 +53,8 @@ struct FairnessTests {
         let floodResults = try await flood.value
 
         #expect(bystander.allSatisfy { $0.0 == 200 }, "bystander statuses: \(bystander.map(\.0))")
-        #expect(bystander.allSatisfy { $0.1 < .milliseconds(1500) },
+        // Under 2.5 s: a worker held by the dead server would cost its 3 s deadline.
+        #expect(bystander.allSatisfy { $0.1 < .milliseconds(2500) },
                 "bystander waited on the dead server: \(bystander.map(\.1))")
         let refused = floodResults.filter { $0.0 == 429 }
         #expect(refused.count >= 38, "flood statuses: \(floodResults.map(\.0).sorted())")
