@@ -56,13 +56,16 @@ public final class Application: Sendable {
 
     private func respond(to context: RequestContext) throws(APIError) -> CGIResponse {
         // Matched by bytes (String == normalises Unicode: quadratic on hostile input).
+        // One pass, no allocation on the way to a match: `allowed` only fills
+        // when the path matched and the method did not (405).
         guard let path = context.path else { throw .notFound }
-        let candidates = Self.routes.filter { $0.path.utf8Equals(path) }
-        guard !candidates.isEmpty else { throw .notFound }
-        guard let route = candidates.first(where: { $0.method.utf8Equals(context.request.method) }) else {
-            throw .methodNotAllowed(allow: candidates.map(\.method).joined(separator: ", "))
+        let method = context.request.method
+        var allowed: [String] = []
+        for route in Self.routes where route.path.utf8Equals(path) {
+            if route.method.utf8Equals(method) { return try route.respond(self, context) }
+            allowed.append(route.method)
         }
-        return try route.respond(self, context)
+        throw allowed.isEmpty ? .notFound : .methodNotAllowed(allow: allowed.joined(separator: ", "))
     }
 
     private func log(_ context: RequestContext, status: Int) {
