@@ -19,6 +19,7 @@ struct Serve: ParsableCommand {
             """)
 
     @OptionGroup var data: DataDirectoryOptions
+    @OptionGroup var passwordHash: PasswordHashOptions
     @Option(help: "Unix socket path to listen on (a stale socket file is replaced).") var socket: String?
     @Option(name: .customLong("socket-mode"), help: "Octal mode of the socket file.")
     var socketMode: FileModeArgument = FileModeArgument(mode: 0o660)
@@ -97,7 +98,7 @@ struct Serve: ParsableCommand {
         let pools = SMTPPoolRegistry(maxIdlePerPool: poolSize, idleTimeout: poolIdleTimeout.duration,
                                      maxMessagesPerConnection: maxMessagesPerConnection)
         let application = Application(configuration: configuration, store: store, signer: signer,
-                                      hasher: PasswordHasher(), transport: pools, logger: logger)
+                                      hasher: passwordHash.hasher, transport: pools, logger: logger)
 
         let address: ListenAddress
         if let socket {

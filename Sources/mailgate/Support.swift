@@ -6,6 +6,26 @@ import Crypto
 import Glibc
 #endif
 
+/// The PBKDF2 cost of new password hashes. Every stored hash carries its
+/// own count, so logins check each password at the cost it was made with;
+/// `serve` needs the option only so a login naming an unknown user spends
+/// what a known one would. Keep the value the same for `user` and `serve`.
+struct PasswordHashOptions: ParsableArguments {
+    static let minimum = 10_000
+
+    @Option(name: .customLong("password-iterations"),
+            help: "PBKDF2-SHA256 rounds of new password hashes (\(PasswordHashOptions.minimum)-\(PasswordHasher.maximumIterations); lower only for tests or very slow machines).")
+    var iterations: Int = PasswordHasher.defaultIterations
+
+    func validate() throws {
+        guard (Self.minimum...PasswordHasher.maximumIterations).contains(iterations) else {
+            throw ValidationError("--password-iterations must be \(Self.minimum) to \(PasswordHasher.maximumIterations)")
+        }
+    }
+
+    var hasher: PasswordHasher { PasswordHasher(iterations: iterations) }
+}
+
 /// Where Mailgate keeps its state: the SQLite database and two key files.
 struct DataDirectoryOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"),

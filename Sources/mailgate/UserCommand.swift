@@ -12,12 +12,13 @@ struct UserCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a user; the password comes from a prompt, or the first line of stdin.")
         @OptionGroup var data: DataDirectoryOptions
+        @OptionGroup var passwordHash: PasswordHashOptions
         @Argument(help: "1-64 characters of A-Z a-z 0-9 . _ @ + -") var username: String
 
         func run() throws {
             let store = try data.openStore()
             let password = try SecretInput.read(prompt: "Password for \(username): ", confirm: true)
-            let hash = try PasswordHasher().hash(password)
+            let hash = try passwordHash.hasher.hash(password)
             _ = try store.addUser(username, passwordHash: hash)
             print("added user \(username)")
         }
@@ -26,13 +27,14 @@ struct UserCommand: ParsableCommand {
     struct Passwd: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set a user's password (prompt or stdin).")
         @OptionGroup var data: DataDirectoryOptions
+        @OptionGroup var passwordHash: PasswordHashOptions
         @Argument var username: String
 
         func run() throws {
             let store = try data.openStore()
             guard try store.user(named: username) != nil else { throw ValidationError("no user \(username)") }
             let password = try SecretInput.read(prompt: "New password for \(username): ", confirm: true)
-            try store.setPasswordHash(PasswordHasher().hash(password), for: username)
+            try store.setPasswordHash(passwordHash.hasher.hash(password), for: username)
             print("password changed for \(username)")
         }
     }

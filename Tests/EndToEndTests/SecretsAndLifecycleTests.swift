@@ -107,6 +107,27 @@ struct SecretsTests {
         #expect(shown.contains("smtp-login"))
     }
 
+    /// The tests' users are hashed with 10,000 rounds (E2E.passwordIterations);
+    /// a user added without the option gets the default 600,000, a login
+    /// checks it at the cost it was stored with, and no count under the
+    /// floor is accepted.
+    @Test func userAddHashesWith600000RoundsByDefault() async throws {
+        let env = try await E2E.get()
+        let name = "defaultcost-\(Counter.shared.next())"
+        let password = "Pw-\(name)-\(UInt32.random(in: 0 ..< .max))"
+        _ = try await env.cli(["user", "add", name], stdin: password)
+        var bytes: [UInt8] = []
+        for suffix in ["", "-wal"] { bytes += contents(env.dataDir + "/mailgate.sqlite" + suffix) }
+        #expect(contains(bytes, "$pbkdf2-sha256$i=600000$"), "the default cost is stored with the hash")
+        let login = try await env.login(name, password)
+        #expect(login.status == 200, "\(login)")
+
+        let tooCheap = try await env.cliResult(["user", "add", name + "-cheap", "--password-iterations", "9999"],
+                                               stdin: password)
+        #expect(tooCheap.status == .exited(64), "\(tooCheap.status) \(tooCheap.stderr)")
+        #expect(tooCheap.stderr.contains("--password-iterations must be 10000 to 10000000"), "\(tooCheap.stderr)")
+    }
+
     @Test func keyFilesAndDatabaseAreOwnerOnly() async throws {
         let env = try await E2E.get()
         #expect(try fileMode(env.dataDir + "/token.key") == 0o600)

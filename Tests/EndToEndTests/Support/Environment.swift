@@ -31,6 +31,13 @@ final class E2E: Sendable {
         ?? repoRoot + "/.build/debug/mailgate"
     static let python = PythonHelper.interpreter
 
+    /// PBKDF2 rounds of test users' passwords (`--password-iterations`, the
+    /// floor), passed to `user add` and to every `serve` of the tests: at the
+    /// default 600,000, the ~100 logins of one run cost a minute of both
+    /// cores and pushed logins past nginx's 30 s timeout. The default itself
+    /// is checked in the Secrets suite (`userAddHashesWith600000RoundsByDefault`).
+    static let passwordIterations = ["--password-iterations", "10000"]
+
     private static let shared: Result<E2E, HarnessError> = {
         do { return .success(try E2E.start()) } catch let error as HarnessError {
             ChildRegistry.shared.killAll()
@@ -129,7 +136,7 @@ final class E2E: Sendable {
     /// `mailgate serve` on `socket`, stderr (the log) to `log`; returns once it accepts.
     static func startMailgate(bin: String, dataDir: String, socket: String, log: String, extra: [String],
                               in dir: String) throws -> Child {
-        let child = try Child.spawn(bin, ["serve", "--data-dir", dataDir, "--socket", socket] + extra,
+        let child = try Child.spawn(bin, ["serve", "--data-dir", dataDir, "--socket", socket] + passwordIterations + extra,
                                     stdout: log + ".out", stderr: log, removingEnvironment: ["LISTEN_FDS", "LISTEN_PID"],
                                     name: "mailgate serve")
         do {
@@ -226,7 +233,7 @@ final class E2E: Sendable {
     func makeUser(_ prefix: String, smtp: SMTPTarget? = nil) async throws -> TestUser {
         let name = "\(prefix)-\(Counter.shared.next())"
         let password = "Pw-\(name)-\(UInt32.random(in: 0 ..< .max))"
-        try await cli(["user", "add", name], stdin: password)
+        try await cli(["user", "add", name] + E2E.passwordIterations, stdin: password)
         if let smtp { try await setIntegration(name, smtp) }
         return TestUser(name: name, password: password)
     }
