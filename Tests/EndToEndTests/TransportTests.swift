@@ -90,7 +90,7 @@ struct TransportTests {
         try #require(warmUp.status == 200, "\(warmUp)")
 
         let load = SendLoad(port: port, token: token, clients: 4)
-        load.start()
+        try load.start()
         usleep(400_000)
         let stopSent = Date()
         first.signal(SIGTERM)
@@ -123,7 +123,7 @@ struct TransportTests {
         let fixture = try await TransportFixture.get()
         let path = fixture.dir + "/mode.sock"
         let watcher = ModeWatcher(path: path)
-        watcher.start()
+        try watcher.start()
         for round in 0..<15 {
             let child = try await blocking {
                 try E2E.startMailgate(bin: env.bin, dataDir: env.dataDir, socket: path,
@@ -252,13 +252,12 @@ final class SendLoad: Sendable {
         self.clients = clients
     }
 
-    func start() {
+    func start() throws {
         for _ in 0..<clients {
-            let thread = Thread { [self] in
+            try startThread { [self] in
                 while !stopping.load(ordering: .relaxed) { sendOne() }
                 finished.add(1, ordering: .sequentiallyConsistent)
             }
-            thread.start()
         }
     }
 
@@ -294,8 +293,8 @@ final class ModeWatcher: Sendable {
 
     init(path: String) { self.path = path }
 
-    func start() {
-        let thread = Thread { [self] in
+    func start() throws {
+        try startThread { [self] in
             var info = stat()
             while !stopping.load(ordering: .relaxed) {
                 guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { continue }
@@ -307,7 +306,6 @@ final class ModeWatcher: Sendable {
             }
             seen.withLock { $0.done = true }
         }
-        thread.start()
     }
 
     func stop() throws -> (Int, Set<mode_t>) {

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -107,20 +108,56 @@ public func connectUnix(_ path: String) throws -> Int32 {
     return try connectedSocket(AF_UNIX, address, peer: path)
 }
 
-/// socket(2) and connect(2) with any concrete address type (sockaddr_in/_un).
-private func connectedSocket<Address>(_ family: Int32, _ address: Address, peer: String) throws -> Int32 {
-    let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+/// socket(2) and connect(2) with any concrete address type (sockaddr_in/_un),
+/// within `timeout` seconds. A blocking connect can wait for ever: on a Unix
+/// socket whose backlog is full (a server that stopped accepting) it waits
+/// until one is accepted. So the connect is non-blocking, retried while the
+/// backlog is full (EAGAIN) and polled while in progress; the socket is made
+/// blocking again for the caller.
+private func connectedSocket<Address>(_ family: Int32, _ address: Address, peer: String,
+                                      timeout: Double = 20) throws -> Int32 {
+    let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
     guard fd >= 0 else { throw HarnessError("socket failed: \(String(cString: strerror(errno)))") }
-    var address = address
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<Address>.size))
-        }
-    }
-    guard connected == 0 else {
-        let code = errno
+    func fail(_ what: String) -> HarnessError {
         close(fd)
-        throw HarnessError("connect to \(peer) failed: \(String(cString: strerror(code)))")
+        return HarnessError("connect to \(peer) failed: \(what)")
+    }
+    let deadline = Date().addingTimeInterval(timeout)
+    var address = address
+    while true {
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<Address>.size))
+            }
+        }
+        if rc == 0 { break }
+        let code = errno
+        if code == EINTR { continue }
+        if code == EAGAIN {  // a Unix socket's backlog is full: try again
+            guard Date() < deadline else { throw fail("backlog full for \(timeout) s") }
+            usleep(10_000)
+            continue
+        }
+        guard code == EINPROGRESS else { throw fail(String(cString: strerror(code))) }
+        var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        var ready: Int32 = 0
+        repeat {
+            let remaining = deadline.timeIntervalSinceNow
+            guard remaining > 0 else { throw fail("no answer within \(timeout) s") }
+            ready = poll(&pfd, 1, Int32(min(remaining, 1) * 1000) + 1)
+        } while ready == 0 || (ready < 0 && errno == EINTR)
+        guard ready > 0 else { throw fail("poll: \(String(cString: strerror(errno)))") }
+        var soError: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &length) == 0 else {
+            throw fail("getsockopt: \(String(cString: strerror(errno)))")
+        }
+        guard soError == 0 else { throw fail(String(cString: strerror(soError))) }
+        break
+    }
+    let flags = fcntl(fd, F_GETFL)
+    guard flags >= 0, fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 else {
+        throw fail("fcntl: \(String(cString: strerror(errno)))")
     }
     return fd
 }

@@ -32,7 +32,7 @@ final class InProcessServer: Sendable {
     /// Starts `run()` of a server made (and perhaps stopped) by the caller.
     static func start(_ server: FastCGIServer) throws -> InProcessServer {
         let running = InProcessServer(server: server)
-        let thread = Thread {
+        try startThread {
             let result: Result<Void, FastCGIError>
             do throws(FastCGIError) {
                 try running.server.run(onReady: { running.ready.store(true, ordering: .sequentiallyConsistent) })
@@ -42,8 +42,6 @@ final class InProcessServer: Sendable {
             }
             running.outcome.withLock { $0 = result }
         }
-        thread.stackSize = 4 << 20
-        thread.start()
         try waitUntil("the FastCGI server's workers", timeout: 10) { running.isReady || running.hasReturned }
         if case .failure(let error)? = running.result { throw HarnessError("run() failed: \(error)") }
         return running
