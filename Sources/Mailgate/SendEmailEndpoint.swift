@@ -57,6 +57,13 @@ extension Application {
         } catch {
             throw APIError(400, "Invalid recipient address: \(error)")
         }
+        // Before anything else is looked at: a token limited to some
+        // recipients (a contact form's) learns nothing more by probing.
+        let address = recipient.address
+        guard credentials.recipientPolicy.permits(localPart: address.localPart, domain: address.domain) else {
+            context.log.outcome = "refused: recipient not allowed"
+            throw APIError(403, "Recipient not allowed for this user: \(address)")
+        }
         if input.message.utf8.contains(0x00) {
             throw APIError(400, "Message must not contain NUL characters")
         }

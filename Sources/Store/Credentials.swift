@@ -3,9 +3,12 @@
 public struct Credentials: Sendable {
     public let user: User
     public let integration: SMTPIntegration?
+    /// Which recipients the user's sends may reach.
+    public let recipientPolicy: RecipientPolicy
 
-    public init(user: User, integration: SMTPIntegration?) {
+    public init(user: User, integration: SMTPIntegration?, recipientPolicy: RecipientPolicy = .any) {
         self.user = user
         self.integration = integration
+        self.recipientPolicy = recipientPolicy
     }
 }

@@ -6,9 +6,10 @@
 //
 //   Store.swift            the interface
 //   StoreError.swift       its one error type
-//   User.swift, SMTPIntegration.swift, Credentials.swift
+//   User.swift, SMTPIntegration.swift, Credentials.swift, RecipientPolicy.swift
 //                          the models, free of any database type; the rules
-//                          for usernames and for integration fields
+//                          for usernames, integration fields and recipient
+//                          patterns
 //   PasswordSeal.swift     SMTP passwords at rest (AES-256-GCM)
 //   SQLite/                schema and migrations, GRDB records, the store,
 //                          the per-request credentials reader
@@ -41,6 +42,9 @@ public protocol Store: Sendable {
     func revokeTokens(for username: String) throws(StoreError) -> Int64
     /// Removes the user, their integration and their login failures.
     func removeUser(_ username: String) throws(StoreError)
+    /// Which recipients the user's sends may reach (`.any` clears it);
+    /// applies to the next request of any process.
+    func setRecipientPolicy(_ policy: RecipientPolicy, for username: String) throws(StoreError)
 
     // MARK: SMTP integrations
 
@@ -74,5 +78,11 @@ extension Store {
     public func integration(for username: String) throws(StoreError) -> SMTPIntegration? {
         guard let credentials = try credentials(for: username) else { throw .userNotFound(username) }
         return credentials.integration
+    }
+
+    /// The user's recipient policy. Throws `.userNotFound` if there is no such user.
+    public func recipientPolicy(for username: String) throws(StoreError) -> RecipientPolicy {
+        guard let credentials = try credentials(for: username) else { throw .userNotFound(username) }
+        return credentials.recipientPolicy
     }
 }

@@ -9,6 +9,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case integrationNotFound(String)
     /// A field of an SMTP integration is unusable; the string names the field.
     case invalidIntegration(String)
+    /// A recipient pattern does not parse; the string quotes it and says why.
+    case invalidRecipientPattern(String)
     /// A stored SMTP password cannot be decrypted (wrong key file, or the
     /// row was modified or copied from another user). Names the user.
     case corruptSecret(String)
@@ -25,6 +27,7 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .userNotFound(let name): return "no user named \(name)"
         case .integrationNotFound(let name): return "user \(name) has no SMTP integration"
         case .invalidIntegration(let field): return "invalid SMTP integration: \(field)"
+        case .invalidRecipientPattern(let reason): return "invalid recipient pattern \(reason)"
         case .corruptSecret(let name):
             return "cannot decrypt the stored SMTP password of user \(name) (wrong secret key file, or the row was altered)"
         case .crypto(let message): return "encryption failed: \(message)"

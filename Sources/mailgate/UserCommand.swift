@@ -6,7 +6,8 @@ import Crypto
 struct UserCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "user", abstract: "Manage the users who may send mail.",
-        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, RevokeTokens.self, List.self, Remove.self])
+        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, RevokeTokens.self, Recipients.self, List.self,
+                      Remove.self])
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -71,6 +72,45 @@ struct UserCommand: ParsableCommand {
         func run() throws {
             let version = try data.openStore().revokeTokens(for: username)
             print("revoked all tokens of \(username) (token version now \(version))")
+        }
+    }
+
+    struct Recipients: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show or set which recipients the user's sends may reach.",
+            discussion: """
+                A send with any recipient outside the patterns gets 403 (recipient_not_allowed) and \
+                nothing is sent. Patterns: user@example.com (that address), *@example.com (any \
+                address at example.com), *@*.example.com (any address under example.com, not at \
+                example.com itself). Domains compare case-insensitively, local parts exactly. \
+                Without options, prints the current patterns ("any" when unrestricted).
+                """)
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var username: String
+        @Option(name: .customLong("allow"), parsing: .upToNextOption,
+                help: "Only these recipients (replaces the current patterns).")
+        var patterns: [String] = []
+        @Flag(name: .customLong("any"), help: "Any recipient (clears the patterns).") var any = false
+
+        func validate() throws {
+            if any && !patterns.isEmpty { throw ValidationError("give --allow or --any, not both") }
+        }
+
+        func run() throws {
+            let store = try data.openStore()
+            if any {
+                try store.setRecipientPolicy(.any, for: username)
+            } else if !patterns.isEmpty {
+                let policy: RecipientPolicy
+                do {
+                    policy = try RecipientPolicy(parsing: patterns)
+                } catch {
+                    throw ValidationError(error.description)
+                }
+                try store.setRecipientPolicy(policy, for: username)
+            }
+            let policy = try store.recipientPolicy(for: username)
+            print("recipients of \(username): \(policy.allowsAny ? "any" : policy.patterns.map(\.description).joined(separator: " "))")
         }
     }
 

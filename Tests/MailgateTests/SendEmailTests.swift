@@ -3,6 +3,7 @@ import Foundation
 @testable import Mailgate
 import SMTP
 import Testing
+import Store
 
 @Suite struct SendEmailTests {
     @Test func sendsAndAnswersTheContractStatus() throws {
@@ -22,6 +23,25 @@ import Testing
         #expect(text.contains("From: Alice Example <alice@example.com>\r\n"))
         #expect(text.contains("Message-ID: \(try #require(body["message_id"] as? String))\r\n"))
         #expect(text.hasSuffix("Hello\r\nBob\r\n"))
+    }
+
+    /// Issue 10, item 6: a recipient outside the user's policy is a 403 and
+    /// nothing is sent; one inside it is sent as usual.
+    @Test func recipientOutsideThePolicyIs403AndNothingIsSent() throws {
+        let fixture = try AppFixture()
+        try fixture.store.setRecipientPolicy(RecipientPolicy(parsing: ["owner@example.com", "*@*.example.org"]),
+                                             for: "alice")
+        for to in ["bob@example.com", "Owner@example.com", "x@example.org", "x@[192.0.2.1]"] {
+            let refused = try fixture.send(#"{"to": "\#(to)", "subject": "s", "message": "m"}"#)
+            #expect(refused.status == 403, "\(to)")
+            #expect(refused.detail as? String == "Recipient not allowed for this user: \(to)")
+        }
+        #expect(fixture.transport.sent.isEmpty)
+        for to in ["Site Owner <owner@EXAMPLE.com>", "x@team.example.org"] {
+            #expect(try fixture.send(#"{"to": "\#(to)", "subject": "s", "message": "m"}"#).status == 200, "\(to)")
+        }
+        #expect(fixture.transport.sent.map { $0.envelope.recipients.map(\.description) }
+                == [["owner@EXAMPLE.com"], ["x@team.example.org"]])
     }
 
     @Test func missingOrMalformedAuthorizationIsNotAuthenticated() throws {

@@ -66,7 +66,7 @@ final class CredentialsReader: Sendable {
     /// through its own scope (`StoredCredentials.read`).
     private static let sql = """
         SELECT u.id, u.username, u.password_hash, u.is_disabled, u.token_version, u.created_at_ms,
-               i.user_id, i.host, i.port, i.security, i.username, i.password_sealed,
+               u.allowed_recipients, i.user_id, i.host, i.port, i.security, i.username, i.password_sealed,
                i.from_address, i.from_name, i.updated_at_ms
         FROM users u LEFT JOIN smtp_integrations i ON i.user_id = u.id
         WHERE u.username = ?
@@ -123,8 +123,8 @@ final class CredentialsReader: Sendable {
     private static func read(_ username: String, _ db: Database) throws -> StoredCredentials? {
         let statement = try db.cachedStatement(sql: sql)
         let scopes = ScopeAdapter([
-            "user": RangeRowAdapter(0..<6),
-            "integration": RangeRowAdapter(6..<15),
+            "user": RangeRowAdapter(0..<7),
+            "integration": RangeRowAdapter(7..<16),
         ])
         guard let row = try Row.fetchOne(statement, arguments: [username], adapter: scopes) else { return nil }
         // An integration scope of NULLs (no row joined) decodes as nil.
@@ -134,11 +134,14 @@ final class CredentialsReader: Sendable {
 
     private func open(_ stored: StoredCredentials) throws -> Credentials {
         let user = stored.user.user
-        guard let integration = stored.integration else { return Credentials(user: user, integration: nil) }
+        let policy = try RecipientPolicy(storedText: stored.user.allowedRecipients, of: user.username)
+        guard let integration = stored.integration else {
+            return Credentials(user: user, integration: nil, recipientPolicy: policy)
+        }
         let password = try integration.sealedPassword.map { sealed throws(StoreError) in
             try seal.open(sealed, for: user.username)
         }
-        return Credentials(user: user, integration: integration.integration(password: password))
+        return Credentials(user: user, integration: integration.integration(password: password), recipientPolicy: policy)
     }
 
     private func connection() throws -> Connection {

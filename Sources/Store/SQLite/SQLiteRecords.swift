@@ -18,6 +18,7 @@ struct UserRecord: FetchableRecord, TableRecord {
         static let isDisabled = Column("is_disabled")
         static let tokenVersion = Column("token_version")
         static let createdAt = Column("created_at_ms")
+        static let allowedRecipients = Column("allowed_recipients")
     }
 
     var id: Int64
@@ -26,6 +27,8 @@ struct UserRecord: FetchableRecord, TableRecord {
     var isDisabled: Bool
     var tokenVersion: Int64
     var createdAtMilliseconds: Int64
+    /// `RecipientPolicy`'s stored form; nil: any recipient.
+    var allowedRecipients: String?
 
     init(row: Row) throws {
         id = try row.decode(forColumn: Columns.id)
@@ -34,6 +37,7 @@ struct UserRecord: FetchableRecord, TableRecord {
         isDisabled = try row.decode(forColumn: Columns.isDisabled)
         tokenVersion = try row.decode(forColumn: Columns.tokenVersion)
         createdAtMilliseconds = try row.decode(forColumn: Columns.createdAt)
+        allowedRecipients = try row.decode(forColumn: Columns.allowedRecipients)
     }
 
     var user: User {

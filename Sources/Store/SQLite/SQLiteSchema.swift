@@ -73,6 +73,10 @@ enum SQLiteSchema {
                 CREATE INDEX login_failures_by_time ON login_failures(failed_at_ms);
                 """)
         }
+        migrator.registerMigration("v2 users.allowed_recipients") { db in
+            // NULL: any recipient; else one pattern per line (RecipientPolicy).
+            try db.execute(sql: "ALTER TABLE users ADD COLUMN allowed_recipients TEXT")
+        }
         return migrator
     }
 }

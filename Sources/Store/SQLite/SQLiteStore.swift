@@ -114,6 +114,14 @@ public final class SQLiteStore: Store {
             """)
     }
 
+    public func setRecipientPolicy(_ policy: RecipientPolicy, for username: String) throws(StoreError) {
+        try User.requireValid(username)
+        try updateUser(username, "set recipient policy", """
+            UPDATE \(UserRecord.self) SET \(UserColumns.allowedRecipients) = \(policy.storedText)
+            WHERE \(UserColumns.username) = \(username)
+            """)
+    }
+
     public func revokeTokens(for username: String) throws(StoreError) -> Int64 {
         try User.requireValid(username)
         return try perform("revoke tokens of \(username)") { () throws -> Int64 in
