@@ -50,7 +50,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "mailgate", dependencies: [
-            "Mailgate", "Store", "Crypto", "SMTP", "MIME", "FastCGI",
+            "Mailgate", "Store", "Crypto", "SMTP", "MIME", "FastCGI", "Base64",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -13,13 +13,31 @@ public struct TokenClaims: Sendable, Equatable {
     /// `ver`: the user's token version when the token was issued. Bumping the
     /// stored version revokes every earlier token. Absent in a received token = 0.
     public var version: Int64
+    /// `jti`: the id of a named token (`mailgate token issue --name`), which
+    /// the store can revoke alone. Absent in tokens from `/token`.
+    public var tokenID: String?
 
-    public init(subject: String, issuedAt: Int64, expiresAt: Int64, notBefore: Int64? = nil, version: Int64 = 0) {
+    public init(subject: String, issuedAt: Int64, expiresAt: Int64, notBefore: Int64? = nil, version: Int64 = 0,
+                tokenID: String? = nil) {
         self.subject = subject
         self.issuedAt = issuedAt
         self.expiresAt = expiresAt
         self.notBefore = notBefore
         self.version = version
+        self.tokenID = tokenID
+    }
+
+    /// A token id is 1-64 characters of the base64url alphabet.
+    public static func isValidTokenID(_ id: some StringProtocol) -> Bool {
+        (1...64).contains(id.utf8.count) && id.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
+                return true
+            default:
+                return false
+            }
+        }
     }
 }
 
@@ -68,7 +86,7 @@ public struct TokenSigner: Sendable {
         self.key = key
     }
 
-    /// Returns a signed compact JWS. Payload: `{"sub","iat","exp","ver"[,"nbf"]}`.
+    /// Returns a signed compact JWS. Payload: `{"sub","iat","exp","ver"[,"nbf"][,"jti"]}`.
     ///
     /// Throws only if OpenSSL's HMAC fails (allocation failure or a broken
     /// provider), which must not be papered over with an unsigned token.
@@ -76,6 +94,10 @@ public struct TokenSigner: Sendable {
         var payload = "{\"sub\":" + JSONWriter.quoted(claims.subject)
         payload += ",\"iat\":\(claims.issuedAt),\"exp\":\(claims.expiresAt),\"ver\":\(claims.version)"
         if let nbf = claims.notBefore { payload += ",\"nbf\":\(nbf)" }
+        if let id = claims.tokenID {
+            guard TokenClaims.isValidTokenID(id) else { throw .invalidArgument("token id must be 1-64 base64url characters") }
+            payload += ",\"jti\":\"\(id)\""
+        }
         payload += "}"
         let signingInput = Self.encodedHeader + "." + Base64.url.encode(Array(payload.utf8))
         let mac = try Crypto.hmacSHA256(key: key, message: Array(signingInput.utf8))
@@ -147,7 +169,14 @@ public struct TokenSigner: Sendable {
             version = ver
         }
 
-        return TokenClaims(subject: subject, issuedAt: issuedAt, expiresAt: exp, notBefore: notBefore, version: version)
+        var tokenID: String?
+        if let jtiValue = payload["jti"] {
+            guard case .string(let id) = jtiValue, TokenClaims.isValidTokenID(id) else { throw .invalidClaim("jti") }
+            tokenID = id
+        }
+
+        return TokenClaims(subject: subject, issuedAt: issuedAt, expiresAt: exp, notBefore: notBefore, version: version,
+                           tokenID: tokenID)
     }
 }
 

@@ -151,7 +151,37 @@ extension Application {
             context.log.outcome = credentials.user.isDisabled ? "token refused: user disabled" : "token refused: revoked"
             throw .invalidCredentials
         }
+        if let tokenID = claims.tokenID { try checkNamedToken(tokenID, of: credentials.user.username, context) }
         return credentials
+    }
+
+    /// A token with a `jti` was issued by `mailgate token issue --name`: it
+    /// must be on record, for this user, and not revoked. Its last-used day
+    /// is written at most once a day, so the usual request writes nothing.
+    private func checkNamedToken(_ id: String, of username: String, _ context: RequestContext) throws(APIError) {
+        let token: NamedToken?
+        do {
+            token = try store.namedToken(id: id)
+        } catch {
+            throw internalError("named token lookup failed", error)
+        }
+        guard let token, token.username.utf8.elementsEqual(username.utf8) else {
+            context.log.outcome = "token refused: unknown token id"
+            throw .invalidCredentials
+        }
+        guard !token.isRevoked else {
+            context.log.outcome = "token refused: token \(id) revoked"
+            throw .invalidCredentials
+        }
+        let today = NamedToken.day(of: Date(timeIntervalSince1970: TimeInterval(now())))
+        if token.lastUsedDay.map({ $0 < today }) ?? true {
+            // Bookkeeping: a failed write must not fail the send.
+            do {
+                try store.recordNamedTokenUse(id: id, day: today)
+            } catch {
+                logger.warning("cannot record the use of token \(id): \(error)")
+            }
+        }
     }
 
     /// SMTP failures by who can fix them: the caller (400: recipient

@@ -6,7 +6,8 @@
 //
 //   Store.swift            the interface
 //   StoreError.swift       its one error type
-//   User.swift, SMTPIntegration.swift, Credentials.swift, RecipientPolicy.swift
+//   User.swift, SMTPIntegration.swift, Credentials.swift, RecipientPolicy.swift,
+//   NamedToken.swift
 //                          the models, free of any database type; the rules
 //                          for usernames, integration fields and recipient
 //                          patterns
@@ -58,6 +59,23 @@ public protocol Store: Sendable {
     /// opened) as one consistent snapshot, or nil if there is no such user.
     /// Changes made by any process apply to the next call.
     func credentials(for username: String) throws(StoreError) -> Credentials?
+
+    // MARK: Named tokens
+
+    /// Records a named token of `username` (its `jti` is `id`).
+    func addNamedToken(id: String, name: String, for username: String, createdAt: Date,
+                       expiresAt: Date) throws(StoreError) -> NamedToken
+    /// The named tokens of `username`, or of every user when nil; by user,
+    /// then by creation.
+    func namedTokens(of username: String?) throws(StoreError) -> [NamedToken]
+    /// Makes the token fail from the next request of any process on. Revoking
+    /// a revoked token changes nothing; an unknown id is `.tokenNotFound`.
+    func revokeNamedToken(id: String) throws(StoreError)
+    /// The per-request read of a named token (cached like `credentials`);
+    /// nil if there is no token with this id.
+    func namedToken(id: String) throws(StoreError) -> NamedToken?
+    /// Sets the token's last-used day to `day` if it is earlier.
+    func recordNamedTokenUse(id: String, day: Int64) throws(StoreError)
 
     // MARK: Login throttling
 

@@ -9,6 +9,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case integrationNotFound(String)
     /// A field of an SMTP integration is unusable; the string names the field.
     case invalidIntegration(String)
+    /// No named token has this id.
+    case tokenNotFound(String)
+    /// A named token's name is empty, over 64 bytes or has control characters.
+    case invalidTokenName
     /// A recipient pattern does not parse; the string quotes it and says why.
     case invalidRecipientPattern(String)
     /// A stored SMTP password cannot be decrypted (wrong key file, or the
@@ -27,6 +31,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .userNotFound(let name): return "no user named \(name)"
         case .integrationNotFound(let name): return "user \(name) has no SMTP integration"
         case .invalidIntegration(let field): return "invalid SMTP integration: \(field)"
+        case .tokenNotFound(let id): return "no named token with id \(id)"
+        case .invalidTokenName: return "invalid token name: use 1-64 bytes without control characters"
         case .invalidRecipientPattern(let reason): return "invalid recipient pattern \(reason)"
         case .corruptSecret(let name):
             return "cannot decrypt the stored SMTP password of user \(name) (wrong secret key file, or the row was altered)"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Base64
 import Foundation
 import Store
 import Crypto
@@ -58,26 +59,93 @@ struct Init: ParsableCommand {
 
 struct TokenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "token", abstract: "Mint tokens.", subcommands: [Issue.self])
+        commandName: "token", abstract: "Mint, list and revoke tokens.", subcommands: [Issue.self, List.self, Revoke.self])
 
     struct Issue: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print a bearer token for USER, e.g. a long-lived one for a cron job.",
-            discussion: "The token dies early when the user is disabled or `mailgate user revoke-tokens` runs.")
+            discussion: """
+                With --name the token is recorded: `mailgate token list` shows it and \
+                `mailgate token revoke ID` makes it fail alone. Every token dies early when the user \
+                is disabled or `mailgate user revoke-tokens` runs.
+                """)
 
         @OptionGroup var data: DataDirectoryOptions
         @Argument(help: "The user the token is for.") var username: String
         @Option(help: "Lifetime: 30m, 12h, 90d or seconds (at most 3650d).")
         var ttl: DurationArgument = DurationArgument(seconds: 30 * 60)
+        @Option(help: "Record the token under this name (1-64 bytes), to list and revoke it on its own.")
+        var name: String?
+
+        func validate() throws {
+            if let name, !NamedToken.isValidName(name) { throw ValidationError(StoreError.invalidTokenName.description) }
+        }
 
         func run() throws {
             let store = try data.openStore()
             guard let user = try store.user(named: username) else { throw ValidationError("no user \(username)") }
             guard !user.isDisabled else { throw ValidationError("user \(username) is disabled") }
             let now = Int64(Date().timeIntervalSince1970)
-            let claims = TokenClaims(subject: user.username, issuedAt: now, expiresAt: now + ttl.seconds,
+            var claims = TokenClaims(subject: user.username, issuedAt: now, expiresAt: now + ttl.seconds,
                                      notBefore: nil, version: user.tokenVersion)
-            print(try data.tokenSigner().sign(claims))
+            let signer = try data.tokenSigner()
+            if let name {
+                // 16 random bytes: unguessable, so an id in a log or a list
+                // says which token without being one.
+                let id = Base64.url.encode(try Crypto.randomBytes(16))
+                _ = try store.addNamedToken(id: id, name: name, for: user.username,
+                                            createdAt: Date(timeIntervalSince1970: TimeInterval(now)),
+                                            expiresAt: Date(timeIntervalSince1970: TimeInterval(claims.expiresAt)))
+                claims.tokenID = id
+                FileHandle.standardError.write(Data("token id \(id) (mailgate token revoke \(id))\n".utf8))
+            }
+            print(try signer.sign(claims))
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List named tokens (all users, or USER's): id, user, name, created, expires, last used, state.",
+            discussion: "Dates are UTC days. Tokens without --name and tokens from POST /token are not recorded.")
+
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument(help: "Only this user's tokens.") var username: String?
+
+        func run() throws {
+            let store = try data.openStore()
+            if let username, try store.user(named: username) == nil { throw ValidationError("no user \(username)") }
+            let now = Date()
+            print(["ID", "USER", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATE"].joined(separator: "\t"))
+            for token in try store.namedTokens(of: username) {
+                let state = token.isRevoked ? "revoked" : token.expiresAt < now ? "expired" : "active"
+                let lastUsed = token.lastUsedDay.map { Self.day(Date(timeIntervalSince1970: TimeInterval($0 * 86_400))) }
+                print([token.id, token.username, Self.printable(token.name), Self.day(token.createdAt),
+                       Self.day(token.expiresAt), lastUsed ?? "never", state].joined(separator: "\t"))
+            }
+        }
+
+        static func day(_ date: Date) -> String {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "UTC")
+            formatter.dateFormat = "yyyy-MM-dd"
+            return formatter.string(from: date)
+        }
+
+        /// A tab in a name would shift the columns.
+        static func printable(_ name: String) -> String { name.replacingOccurrences(of: "\t", with: " ") }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make one named token fail with 401 from the next request on; the user's other tokens keep working.")
+
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument(help: "The token's id (from `mailgate token list` or `token issue --name`).") var id: String
+
+        func run() throws {
+            try data.openStore().revokeNamedToken(id: id)
+            print("revoked token \(id)")
         }
     }
 }

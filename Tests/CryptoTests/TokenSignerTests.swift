@@ -233,3 +233,26 @@ extension String {
         String(map { $0 == target ? replacement : $0 })
     }
 }
+
+/// Issue 10, item 7: named tokens carry their id as `jti`.
+@Suite struct TokenIDTests {
+    @Test func tokenIDRoundTripsAndIsAbsentUnlessGiven() throws {
+        let named = TokenClaims(subject: "alice", issuedAt: now, expiresAt: now + 60, tokenID: "Ab-_09xyzAb-_09xyzAb-w")
+        #expect(try signer().verify(try signer().sign(named), now: now) == named)
+        let plain = TokenClaims(subject: "alice", issuedAt: now, expiresAt: now + 60)
+        #expect(try signer().verify(try signer().sign(plain), now: now).tokenID == nil)
+    }
+
+    @Test(arguments: [#""""#, "17", "null", #""has space""#, #""a.b""#, #""\#(String(repeating: "a", count: 65))""#,
+                      #"["x"]"#])
+    func unusableTokenIDIsRefused(jti: String) throws {
+        let token = try forge(header: hs256Header, payload: #"{"sub":"bob","exp":\#(now + 60),"jti":\#(jti)}"#, key: testKey)
+        #expect(try verifyError(token) == .invalidClaim("jti"))
+    }
+
+    @Test func signingRefusesAnUnusableTokenID() {
+        #expect(throws: CryptoError.self) {
+            try signer().sign(TokenClaims(subject: "a", issuedAt: now, expiresAt: now + 1, tokenID: "no spaces"))
+        }
+    }
+}

@@ -1,3 +1,4 @@
+import Crypto
 import FastCGI
 import Foundation
 @testable import Mailgate
@@ -42,6 +43,35 @@ import Store
         }
         #expect(fixture.transport.sent.map { $0.envelope.recipients.map(\.description) }
                 == [["owner@EXAMPLE.com"], ["x@team.example.org"]])
+    }
+
+    /// Issue 10, item 7: a named token works until revoked, alone; its use
+    /// is recorded once a day.
+    @Test func revokedNamedTokenIs401WhileTheOthersWork() throws {
+        let fixture = try AppFixture()
+        let issued = fixture.clock.now
+        let now = Date(timeIntervalSince1970: TimeInterval(issued))
+        for id in ["tok-a", "tok-b"] {
+            _ = try fixture.store.addNamedToken(id: id, name: id, for: "alice", createdAt: now,
+                                                expiresAt: now.addingTimeInterval(600))
+        }
+        func token(_ id: String, for user: String = "alice") throws -> String {
+            try fixture.signer.sign(TokenClaims(subject: user, issuedAt: issued, expiresAt: issued + 600, tokenID: id))
+        }
+        let body = #"{"to": "bob@example.org", "subject": "s", "message": "m"}"#
+        #expect(try fixture.send(body, token: token("tok-a")).status == 200)
+        #expect(try fixture.store.namedToken(id: "tok-a")?.lastUsedDay != nil, "the use is recorded")
+        #expect(try fixture.store.namedToken(id: "tok-b")?.lastUsedDay == nil)
+
+        try fixture.store.revokeNamedToken(id: "tok-a")
+        let revoked = try fixture.send(body, token: token("tok-a"))
+        #expect(revoked.status == 401)
+        #expect(revoked.detail as? String == "Could not validate credentials")
+        #expect(try fixture.send(body, token: token("tok-b")).status == 200, "the user's other named token")
+        #expect(try fixture.send(body, token: fixture.token()).status == 200, "and tokens without an id")
+        #expect(try fixture.send(body, token: token("never-issued")).status == 401)
+        _ = try fixture.store.addUser("mallory", passwordHash: "h")
+        #expect(try fixture.send(body, token: token("tok-b", for: "mallory")).status == 401, "another user's token id")
     }
 
     @Test func missingOrMalformedAuthorizationIsNotAuthenticated() throws {

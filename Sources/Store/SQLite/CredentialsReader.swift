@@ -54,8 +54,21 @@ final class CredentialsReader: Sendable {
         /// The `data_version` the cache is valid for.
         var dataVersion: Int64 = -1
         var cache: [String: CachedCredentials] = [:]
+        /// Named tokens by id (nil: no such token), under the same version.
+        var tokens: [String: NamedToken?] = [:]
 
         init(queue: DatabaseQueue) { self.queue = queue }
+
+        /// Empties the caches when another connection has committed since
+        /// they were filled, or when one has grown too large.
+        func validate(_ version: Int64) {
+            if version != dataVersion || cache.count >= CredentialsReader.maximumCachedUsers
+                || tokens.count >= CredentialsReader.maximumCachedUsers {
+                cache.removeAll(keepingCapacity: true)
+                tokens.removeAll(keepingCapacity: true)
+                dataVersion = version
+            }
+        }
     }
 
     /// Bounds memory if tokens for very many users arrive.
@@ -100,10 +113,7 @@ final class CredentialsReader: Sendable {
         let connection = try connection()
         let lookup: Lookup = try connection.queue.inDatabase { db in
             let version = try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1
-            if version != connection.dataVersion || connection.cache.count >= Self.maximumCachedUsers {
-                connection.cache.removeAll(keepingCapacity: true)
-                connection.dataVersion = version
-            }
+            connection.validate(version)
             if let cached = connection.cache[username] { return .cached(cached) }
             return .read(try Self.read(username, db))
         }
@@ -142,6 +152,20 @@ final class CredentialsReader: Sendable {
             try seal.open(sealed, for: user.username)
         }
         return Credentials(user: user, integration: integration.integration(password: password), recipientPolicy: policy)
+    }
+
+    /// The named token `id`, cached per thread like the credentials.
+    func namedToken(id: String) throws -> NamedToken? {
+        let connection = try connection()
+        return try connection.queue.inDatabase { db in
+            let version = try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1
+            connection.validate(version)
+            if let cached = connection.tokens[id] { return cached }
+            let statement = try db.cachedStatement(sql: NamedTokenRecord.selection + " WHERE t.id = ?")
+            let token = try NamedTokenRecord.fetchOne(statement, arguments: [id])?.token
+            connection.tokens[id] = .some(token)
+            return token
+        }
     }
 
     private func connection() throws -> Connection {

@@ -131,3 +131,34 @@ struct LoginFailureRecord: TableRecord {
         static let failedAt = Column("failed_at_ms")
     }
 }
+
+/// A row of `named_tokens` joined with its user's name.
+struct NamedTokenRecord: FetchableRecord, TableRecord {
+    static let databaseTableName = "named_tokens"
+
+    enum Columns {
+        static let id = Column("id")
+        static let userID = Column("user_id")
+        static let name = Column("name")
+        static let createdAt = Column("created_at_ms")
+        static let expiresAt = Column("expires_at_ms")
+        static let lastUsedDay = Column("last_used_day")
+        static let revokedAt = Column("revoked_at_ms")
+    }
+
+    /// Selects every field of `NamedTokenRecord` for rows `t` joined to users `u`.
+    static let selection = """
+        SELECT t.id, u.username, t.name, t.created_at_ms, t.expires_at_ms, t.last_used_day, t.revoked_at_ms
+        FROM named_tokens t JOIN users u ON u.id = t.user_id
+        """
+
+    var token: NamedToken
+
+    init(row: Row) throws {
+        token = NamedToken(
+            id: try row.decode(atIndex: 0), username: try row.decode(atIndex: 1), name: try row.decode(atIndex: 2),
+            createdAt: StoredDate.date(try row.decode(atIndex: 3)), expiresAt: StoredDate.date(try row.decode(atIndex: 4)),
+            lastUsedDay: try row.decode(atIndex: 5),
+            revokedAt: (try row.decode(atIndex: 6) as Int64?).map(StoredDate.date))
+    }
+}

@@ -77,6 +77,22 @@ enum SQLiteSchema {
             // NULL: any recipient; else one pattern per line (RecipientPolicy).
             try db.execute(sql: "ALTER TABLE users ADD COLUMN allowed_recipients TEXT")
         }
+        migrator.registerMigration("v2 named_tokens") { db in
+            // Names are labels, not keys: a token can be renewed under the
+            // same name before the old one is revoked.
+            try db.execute(sql: """
+                CREATE TABLE named_tokens (
+                    id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
+                    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    name TEXT NOT NULL CHECK (length(CAST(name AS BLOB)) BETWEEN 1 AND 64),
+                    created_at_ms INTEGER NOT NULL,
+                    expires_at_ms INTEGER NOT NULL,
+                    last_used_day INTEGER,
+                    revoked_at_ms INTEGER
+                ) STRICT;
+                CREATE INDEX named_tokens_by_user ON named_tokens(user_id, created_at_ms);
+                """)
+        }
         return migrator
     }
 }

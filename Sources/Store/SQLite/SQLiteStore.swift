@@ -10,7 +10,7 @@ public final class SQLiteStore: Store {
     let pool: DatabasePool
     private let seal: PasswordSeal
     /// The per-request read (`credentials(for:)`), off the pool.
-    private let credentialsReader: CredentialsReader
+    let credentialsReader: CredentialsReader
 
     /// Opens (creating if needed) the database at `path` and migrates it.
     /// A new file is created with mode 0600; SQLite gives the -wal and -shm
@@ -165,7 +165,7 @@ public final class SQLiteStore: Store {
             """).fetchOne(db)
     }
 
-    private static func userID(of username: String, _ db: Database) throws -> Int64? {
+    static func userID(of username: String, _ db: Database) throws -> Int64? {
         try SQLRequest<Int64>(literal: """
             SELECT \(UserColumns.id) FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)
             """).fetchOne(db)
@@ -290,7 +290,7 @@ public final class SQLiteStore: Store {
     // MARK: Helpers
 
     /// Runs `body`, turning any error into a StoreError.
-    private func perform<T>(_ operation: String, _ body: () throws -> T) throws(StoreError) -> T {
+    func perform<T>(_ operation: String, _ body: () throws -> T) throws(StoreError) -> T {
         do {
             return try body()
         } catch {
