@@ -128,6 +128,41 @@ struct SecretsTests {
         #expect(tooCheap.stderr.contains("--password-iterations must be 10000 to 10000000"), "\(tooCheap.stderr)")
     }
 
+    /// Issue 10: someone who can write the database but not read the key
+    /// points a user's integration at their own server; the sealed password
+    /// no longer opens, the send is a 500, and their server hears nothing.
+    @Test func integrationRedirectedInTheDatabaseNeverSendsThePasswordThere() async throws {
+        let env = try await E2E.get()
+        let user = try await env.makeMailUser("redirect")
+        let token = try await env.token(user.name)
+        let before = try await env.send(token: token, to: "r@example.org", subject: uniqueMarker("redirect-ok"), message: "m")
+        #expect(before.status == 200, "\(before)")
+
+        let attacker = try await CaptureServer.startAsync(name: "attacker", options: .init())
+        defer { attacker.stop() }
+        let script = """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            db.execute("UPDATE smtp_integrations SET port = ?, security = 'none' WHERE user_id = (SELECT id FROM users WHERE username = ?)",
+                       (int(sys.argv[2]), sys.argv[3]))
+            db.commit()
+            """
+        let dir = env.dir, database = env.dataDir + "/mailgate.sqlite", port = String(attacker.port), name = user.name
+        let edit = try await blocking { try runTool(E2E.python, ["-c", script, database, port, name], in: dir) }
+        #expect(edit.ok, "\(edit.stderr)")
+
+        let marker = uniqueMarker("redirected")
+        let after = try await env.send(token: token, to: "r@example.org", subject: marker, message: "m")
+        #expect(after.status == 500, "\(after)")
+        #expect(after.detail == "Internal server error")
+        do { let leaked = after.text.contains(env.smtpPassword); #expect(!leaked) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(attacker.allMessages().isEmpty, "nothing reached the attacker's server")
+        let log = String(decoding: FileManager.default.contents(atPath: env.mailgateLog) ?? Data(), as: UTF8.self)
+        #expect(log.contains("cannot decrypt the stored SMTP password of user \(user.name)"), "the log says why")
+        do { let leaked = log.contains(env.smtpPassword); #expect(!leaked) }
+    }
+
     @Test func keyFilesAndDatabaseAreOwnerOnly() async throws {
         let env = try await E2E.get()
         #expect(try fileMode(env.dataDir + "/token.key") == 0o600)

@@ -80,7 +80,7 @@ final class CredentialsReader: Sendable {
     private static let sql = """
         SELECT u.id, u.username, u.password_hash, u.is_disabled, u.token_version, u.created_at_ms,
                u.allowed_recipients, i.user_id, i.host, i.port, i.security, i.username, i.password_sealed,
-               i.from_address, i.from_name, i.updated_at_ms
+               i.from_address, i.from_name, i.updated_at_ms, i.password_seal_version
         FROM users u LEFT JOIN smtp_integrations i ON i.user_id = u.id
         WHERE u.username = ?
         """
@@ -134,7 +134,7 @@ final class CredentialsReader: Sendable {
         let statement = try db.cachedStatement(sql: sql)
         let scopes = ScopeAdapter([
             "user": RangeRowAdapter(0..<7),
-            "integration": RangeRowAdapter(7..<16),
+            "integration": RangeRowAdapter(7..<17),
         ])
         guard let row = try Row.fetchOne(statement, arguments: [username], adapter: scopes) else { return nil }
         // An integration scope of NULLs (no row joined) decodes as nil.
@@ -149,7 +149,9 @@ final class CredentialsReader: Sendable {
             return Credentials(user: user, integration: nil, recipientPolicy: policy)
         }
         let password = try integration.sealedPassword.map { sealed throws(StoreError) in
-            try seal.open(sealed, for: user.username)
+            // Only the current version is ever used: see PasswordSeal.
+            guard integration.sealVersion == PasswordSeal.currentVersion else { throw StoreError.corruptSecret(user.username) }
+            return try seal.open(sealed, for: integration.sealBinding(owner: user.username))
         }
         return Credentials(user: user, integration: integration.integration(password: password), recipientPolicy: policy)
     }

@@ -75,6 +75,7 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
         static let fromAddress = Column("from_address")
         static let fromName = Column("from_name")
         static let updatedAt = Column("updated_at_ms")
+        static let sealVersion = Column("password_seal_version")
     }
 
     var userID: Int64
@@ -87,6 +88,8 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
     var fromAddress: String
     var fromName: String?
     var updatedAtMilliseconds: Int64
+    /// Which `PasswordSeal` version sealed the password.
+    var sealVersion: Int
 
     init(userID: Int64, integration: SMTPIntegration, sealedPassword: Data?) {
         self.userID = userID
@@ -98,6 +101,7 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
         fromAddress = integration.fromAddress
         fromName = integration.fromName
         updatedAtMilliseconds = StoredDate.milliseconds(integration.updatedAt)
+        sealVersion = PasswordSeal.currentVersion
     }
 
     init(row: Row) throws {
@@ -110,6 +114,12 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
         fromAddress = try row.decode(forColumn: Columns.fromAddress)
         fromName = try row.decode(forColumn: Columns.fromName)
         updatedAtMilliseconds = try row.decode(forColumn: Columns.updatedAt)
+        sealVersion = try row.decode(forColumn: Columns.sealVersion)
+    }
+
+    /// What the row's password is bound to.
+    func sealBinding(owner: String) -> PasswordSeal.Binding {
+        PasswordSeal.Binding(username: owner, host: host, port: port, security: security, login: username)
     }
 
     /// The model, with the password already opened (or nil).

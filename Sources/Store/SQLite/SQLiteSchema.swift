@@ -93,6 +93,14 @@ enum SQLiteSchema {
                 CREATE INDEX named_tokens_by_user ON named_tokens(user_id, created_at_ms);
                 """)
         }
+        migrator.registerMigration("v2 smtp_integrations.password_seal_version") { db in
+            // Existing rows were sealed as version 1 (bound to the username
+            // only); SQLiteStore re-seals them as version 2 when it opens
+            // the file, since that needs the key, which SQL does not have.
+            try db.execute(sql: """
+                ALTER TABLE smtp_integrations ADD COLUMN password_seal_version INTEGER NOT NULL DEFAULT 1
+                """)
+        }
         return migrator
     }
 }

@@ -29,6 +29,45 @@ public final class SQLiteStore: Store {
         } catch {
             throw Self.wrap(error, "migrate \(path)")
         }
+        try resealVersion1Passwords()
+    }
+
+    /// Re-seals passwords still sealed as version 1 (the username only) as
+    /// version 2 (bound to host, port, security and login too): once, when
+    /// a database from before the binding is first opened. A row that does
+    /// not open is left as it is; reading it reports the corrupt secret.
+    private func resealVersion1Passwords() throws(StoreError) {
+        // A read first: every CLI command opens the store, and after the
+        // one upgrade there is nothing to do, which needs no write lock.
+        let pending = try perform("look for version 1 SMTP passwords") { () throws -> Bool in
+            try pool.read { db in
+                try Bool.fetchOne(db, sql: """
+                    SELECT 1 FROM smtp_integrations WHERE password_seal_version = 1 AND password_sealed IS NOT NULL LIMIT 1
+                    """) ?? false
+            }
+        }
+        guard pending else { return }
+        try perform("re-seal SMTP passwords") { () throws in
+            try pool.write { db in
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT i.*, u.username AS owner FROM smtp_integrations i JOIN users u ON u.id = i.user_id
+                    WHERE i.password_seal_version = 1 AND i.password_sealed IS NOT NULL
+                    """)
+                for row in rows {
+                    let record = try SMTPIntegrationRecord(row: row)
+                    let owner: String = try row.decode(forColumn: "owner")
+                    guard let sealed = record.sealedPassword,
+                          let password = try? seal.openVersion1(sealed, for: owner) else { continue }
+                    let resealed = try seal.seal(password, for: record.sealBinding(owner: owner))
+                    try db.execute(literal: """
+                        UPDATE \(SMTPIntegrationRecord.self)
+                        SET \(IntegrationColumns.sealedPassword) = \(resealed),
+                            \(IntegrationColumns.sealVersion) = \(PasswordSeal.currentVersion)
+                        WHERE \(IntegrationColumns.userID) = \(record.userID)
+                        """)
+                }
+            }
+        }
     }
 
     /// Names of the migrations applied to this database, in order.
@@ -185,7 +224,9 @@ public final class SQLiteStore: Store {
     public func setIntegration(_ integration: SMTPIntegration, for username: String) throws(StoreError) {
         try User.requireValid(username)
         try integration.validate()
-        let sealed = try integration.password.map { password throws(StoreError) in try seal.seal(password, for: username) }
+        let sealed = try integration.password.map { password throws(StoreError) in
+            try seal.seal(password, for: PasswordSeal.Binding(username: username, integration: integration))
+        }
         try perform("set integration for \(username)") { () throws in
             try pool.write { db in
                 guard let userID = try Self.userID(of: username, db) else { throw StoreError.userNotFound(username) }
@@ -194,9 +235,10 @@ public final class SQLiteStore: Store {
                     INSERT INTO \(SMTPIntegrationRecord.self)
                         (\(IntegrationColumns.userID), \(IntegrationColumns.host), \(IntegrationColumns.port),
                          \(IntegrationColumns.security), \(IntegrationColumns.username), \(IntegrationColumns.sealedPassword),
-                         \(IntegrationColumns.fromAddress), \(IntegrationColumns.fromName), \(IntegrationColumns.updatedAt))
+                         \(IntegrationColumns.fromAddress), \(IntegrationColumns.fromName), \(IntegrationColumns.updatedAt),
+                         \(IntegrationColumns.sealVersion))
                     VALUES (\(row.userID), \(row.host), \(row.port), \(row.security), \(row.username), \(row.sealedPassword),
-                            \(row.fromAddress), \(row.fromName), \(row.updatedAtMilliseconds))
+                            \(row.fromAddress), \(row.fromName), \(row.updatedAtMilliseconds), \(row.sealVersion))
                     ON CONFLICT (\(IntegrationColumns.userID)) DO UPDATE SET
                         \(IntegrationColumns.host) = excluded.\(IntegrationColumns.host),
                         \(IntegrationColumns.port) = excluded.\(IntegrationColumns.port),
@@ -205,7 +247,8 @@ public final class SQLiteStore: Store {
                         \(IntegrationColumns.sealedPassword) = excluded.\(IntegrationColumns.sealedPassword),
                         \(IntegrationColumns.fromAddress) = excluded.\(IntegrationColumns.fromAddress),
                         \(IntegrationColumns.fromName) = excluded.\(IntegrationColumns.fromName),
-                        \(IntegrationColumns.updatedAt) = excluded.\(IntegrationColumns.updatedAt)
+                        \(IntegrationColumns.updatedAt) = excluded.\(IntegrationColumns.updatedAt),
+                        \(IntegrationColumns.sealVersion) = excluded.\(IntegrationColumns.sealVersion)
                     """)
             }
         }
