@@ -33,6 +33,9 @@ public struct AppConfiguration: Sendable {
     /// how long a login waits for one before 503.
     public var kdfConcurrency: Int = 2
     public var kdfWait: Duration = .seconds(2)
+    /// Recipients per window for users without a quota of their own
+    /// (`mailgate user limits`); absent or 0: unlimited.
+    public var defaultQuota: [QuotaWindow: Int] = [:]
 
     public init() {}
 

@@ -97,6 +97,7 @@ extension Application {
             throw APIError(429, "Too many sends in flight for this user; try again shortly", headers: [("Retry-After", "1")])
         }
         defer { inFlight.release(user) }
+        let reservation = try reserveQuota(mail.envelope.recipients.count, of: credentials, context)
         let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
         let reply: SMTPReply
         do throws(SMTPError) {
@@ -104,7 +105,14 @@ extension Application {
                                        message: mail.message, deadline: deadline)
         } catch {
             context.log.outcome = "\(error.stage.rawValue): \(error.description)"
-            throw smtpFailure(error)
+            // Not sent: the recipients do not count. A message that may
+            // have been delivered (lost after the data) still does.
+            var counted = reservation
+            if let reservation, Self.certainlyNotDelivered(error) {
+                giveBack(reservation, of: user)
+                counted = reservation.released
+            }
+            throw smtpFailure(error, headers: counted.map(Self.rateLimitHeaders) ?? [])
         }
         let messageID = mail.messageID
         context.log.outcome = "\(reply.code)"
@@ -112,7 +120,60 @@ extension Application {
         return .json(200, .object([
             ("status", .string("Email sent successfully")),
             ("message_id", .string("<\(messageID)>")),
-        ]))
+        ]), headers: reservation.map(Self.rateLimitHeaders) ?? [])
+    }
+
+    /// Counts the recipients against the user's quotas (nil: no quota
+    /// applies, and nothing is written); over a quota, 429 with when to
+    /// come back.
+    private func reserveQuota(_ recipients: Int, of credentials: Credentials,
+                              _ context: RequestContext) throws(APIError) -> QuotaReservation? {
+        let limits = credentials.sendQuota.effective(defaults: configuration.defaultQuota)
+        guard !limits.isEmpty else { return nil }
+        let reservation: QuotaReservation
+        do {
+            reservation = try store.reserveSends(recipients, for: credentials.user.username, limits: limits,
+                                                 at: Date(timeIntervalSince1970: TimeInterval(now())))
+        } catch {
+            throw internalError("send counting failed", error)
+        }
+        guard reservation.granted else {
+            let exhausted = reservation.windows.filter { $0.used + recipients > $0.limit }
+            let wait = exhausted.map(\.resetsIn).max() ?? 1
+            context.log.outcome = "refused: quota per \(exhausted.map(\.window.description).joined(separator: ", ")) reached"
+            throw APIError(429, "Send quota exceeded (\(exhausted.map { "\($0.limit) recipients per \($0.window)" }.joined(separator: ", "))); try again in \(wait) s",
+                           headers: [("Retry-After", String(wait))] + Self.rateLimitHeaders(reservation))
+        }
+        return reservation
+    }
+
+    /// Failed before the message was handed over, or the server answered
+    /// the message with a refusal.
+    static func certainlyNotDelivered(_ error: SMTPError) -> Bool {
+        if error.isSafeToRetry { return true }
+        if case .reply = error.kind { return true }
+        return false
+    }
+
+    private func giveBack(_ reservation: QuotaReservation, of user: String) {
+        do {
+            try store.releaseSends(reservation, for: user)
+        } catch {
+            logger.warning("cannot give back the quota of a send that failed: \(error)")
+        }
+    }
+
+    /// The IETF httpapi rate-limit fields (draft-ietf-httpapi-ratelimit-
+    /// headers): every policy, and the one closest to its limit.
+    static func rateLimitHeaders(_ reservation: QuotaReservation) -> [(name: String, value: String)] {
+        let policies = reservation.windows.map { "\"\($0.window)\";q=\($0.limit);w=\($0.window.seconds)" }
+        guard let tightest = reservation.windows.min(by: { ($0.remaining, $0.window) < ($1.remaining, $1.window) }) else {
+            return []
+        }
+        return [
+            ("RateLimit-Policy", policies.joined(separator: ", ")),
+            ("RateLimit", "\"\(tightest.window)\";r=\(tightest.remaining);t=\(tightest.resetsIn)"),
+        ]
     }
 
     /// Bearer token → the user's current credentials. Every failure is a 401
@@ -187,6 +248,12 @@ extension Application {
     /// SMTP failures by who can fix them: the caller (400: recipient
     /// refused), the operator (502: login refused, TLS, protocol), or time
     /// (503 + Retry-After: transient; 504: too slow).
+    func smtpFailure(_ error: SMTPError, headers: [(name: String, value: String)] = []) -> APIError {
+        var failure = smtpFailure(error)
+        failure.headers += headers
+        return failure
+    }
+
     func smtpFailure(_ error: SMTPError) -> APIError {
         let detail = "SMTP error: \(error.description)"
         let retry: [(name: String, value: String)] = [("Retry-After", String(configuration.smtpRetryAfter))]

@@ -7,7 +7,7 @@
 //   Store.swift            the interface
 //   StoreError.swift       its one error type
 //   User.swift, SMTPIntegration.swift, Credentials.swift, RecipientPolicy.swift,
-//   NamedToken.swift
+//   NamedToken.swift, SendQuota.swift
 //                          the models, free of any database type; the rules
 //                          for usernames, integration fields and recipient
 //                          patterns
@@ -46,6 +46,19 @@ public protocol Store: Sendable {
     /// Which recipients the user's sends may reach (`.any` clears it);
     /// applies to the next request of any process.
     func setRecipientPolicy(_ policy: RecipientPolicy, for username: String) throws(StoreError)
+    /// The user's own send quotas (nil per window: the server's default).
+    func setSendQuota(_ quota: SendQuota, for username: String) throws(StoreError)
+
+    // MARK: Send counting
+
+    /// Counts `recipients` against every window of `limits` for `username`,
+    /// all or nothing, atomically for every process on the store: granted
+    /// only if no window would pass its limit.
+    func reserveSends(_ recipients: Int, for username: String, limits: [QuotaWindow: Int],
+                      at date: Date) throws(StoreError) -> QuotaReservation
+    /// Gives back a granted reservation (the message was not sent), in the
+    /// windows it was counted in that are still current.
+    func releaseSends(_ reservation: QuotaReservation, for username: String) throws(StoreError)
 
     // MARK: SMTP integrations
 
@@ -96,6 +109,12 @@ extension Store {
     public func integration(for username: String) throws(StoreError) -> SMTPIntegration? {
         guard let credentials = try credentials(for: username) else { throw .userNotFound(username) }
         return credentials.integration
+    }
+
+    /// The user's own send quotas. Throws `.userNotFound` if there is no such user.
+    public func sendQuota(for username: String) throws(StoreError) -> SendQuota {
+        guard let credentials = try credentials(for: username) else { throw .userNotFound(username) }
+        return credentials.sendQuota
     }
 
     /// The user's recipient policy. Throws `.userNotFound` if there is no such user.

@@ -47,6 +47,11 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("kdf-concurrency"),
             help: "Password checks (PBKDF2) at once on /token; a login that waits 2 s for one gets 503 (default: the number of cores).")
     var kdfConcurrency: Int?
+    @Option(name: .customLong("quota-per-minute"),
+            help: "Recipients per minute for users without a quota of their own (`mailgate user limits`); 0: unlimited.")
+    var quotaPerMinute: Int = 0
+    @Option(name: .customLong("quota-per-hour"), help: "The same per hour.") var quotaPerHour: Int = 0
+    @Option(name: .customLong("quota-per-day"), help: "The same per day.") var quotaPerDay: Int = 0
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -57,6 +62,9 @@ struct Serve: ParsableCommand {
         guard (1...(1 << 30)).contains(maxBody) else { throw ValidationError("--max-body must be 1 to 1073741824 bytes") }
         if let maxInFlightPerUser, maxInFlightPerUser < 1 { throw ValidationError("--max-in-flight-per-user must be at least 1") }
         if let kdfConcurrency, kdfConcurrency < 1 { throw ValidationError("--kdf-concurrency must be at least 1") }
+        for (name, value) in [("minute", quotaPerMinute), ("hour", quotaPerHour), ("day", quotaPerDay)] where value < 0 {
+            throw ValidationError("--quota-per-\(name) must be 0 (unlimited) or more, not \(value)")
+        }
         guard poolSize >= 0 else { throw ValidationError("--pool-size must be 0 or more") }
         guard maxMessagesPerConnection >= 1 else { throw ValidationError("--max-messages-per-connection must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
@@ -94,6 +102,7 @@ struct Serve: ParsableCommand {
         configuration.heloName = heloName ?? ProcessInfo.processInfo.hostName
         configuration.maxInFlightPerUser = maxInFlightPerUser ?? max(1, threads / 4)
         configuration.kdfConcurrency = kdfConcurrency ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
+        configuration.defaultQuota = [.minute: quotaPerMinute, .hour: quotaPerHour, .day: quotaPerDay]
 
         let pools = SMTPPoolRegistry(maxIdlePerPool: poolSize, idleTimeout: poolIdleTimeout.duration,
                                      maxMessagesPerConnection: maxMessagesPerConnection)

@@ -124,3 +124,22 @@ struct FileModeArgument: ExpressibleByArgument, Sendable {
     }
     var defaultValueDescription: String { String(mode, radix: 8) }
 }
+
+/// A quota on the command line: a count of recipients (0: unlimited) or
+/// "default" (the server's).
+struct QuotaArgument: ExpressibleByArgument, Equatable {
+    /// nil: the server's default.
+    let limit: Int?
+
+    init?(argument: String) {
+        if argument == "default" {
+            limit = nil
+        } else if let value = Int(argument), value >= 0, value <= 1_000_000_000 {
+            limit = value
+        } else {
+            return nil
+        }
+    }
+
+    static var defaultCompletionKind: CompletionKind { .list(["default", "0"]) }
+}

@@ -6,7 +6,7 @@ import Crypto
 struct UserCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "user", abstract: "Manage the users who may send mail.",
-        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, RevokeTokens.self, Recipients.self, List.self,
+        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, RevokeTokens.self, Recipients.self, Limits.self, List.self,
                       Remove.self])
 
     struct Add: ParsableCommand {
@@ -111,6 +111,40 @@ struct UserCommand: ParsableCommand {
             }
             let policy = try store.recipientPolicy(for: username)
             print("recipients of \(username): \(policy.allowsAny ? "any" : policy.patterns.map(\.description).joined(separator: " "))")
+        }
+    }
+
+    struct Limits: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show or set how many recipients the user may send to per minute, hour and day.",
+            discussion: """
+                Each value is a number (0: unlimited) or "default" (the server's --quota-per-... value). \
+                Counted per recipient, shared by every worker and process on this data directory. A send \
+                over a quota gets 429 with Retry-After and RateLimit headers; nothing is sent. Without \
+                options, prints the current values.
+                """)
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument var username: String
+        @Option(name: .customLong("per-minute"), help: "Recipients per minute (a number, 0 or default).")
+        var perMinute: QuotaArgument?
+        @Option(name: .customLong("per-hour"), help: "Recipients per hour (a number, 0 or default).")
+        var perHour: QuotaArgument?
+        @Option(name: .customLong("per-day"), help: "Recipients per day (a number, 0 or default).")
+        var perDay: QuotaArgument?
+
+        func run() throws {
+            let store = try data.openStore()
+            var quota = try store.sendQuota(for: username)
+            let changes: [(QuotaWindow, QuotaArgument?)] = [(.minute, perMinute), (.hour, perHour), (.day, perDay)]
+            if changes.contains(where: { $0.1 != nil }) {
+                for case let (window, change?) in changes { quota.perWindow[window] = change.limit }
+                try store.setSendQuota(quota, for: username)
+            }
+            let shown = QuotaWindow.allCases.map { window in
+                let value = quota.perWindow[window].map { $0 == 0 ? "unlimited" : String($0) } ?? "default"
+                return "per \(window) \(value)"
+            }
+            print("limits of \(username): \(shown.joined(separator: ", "))")
         }
     }
 

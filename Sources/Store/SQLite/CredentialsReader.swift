@@ -79,31 +79,20 @@ final class CredentialsReader: Sendable {
     /// through its own scope (`StoredCredentials.read`).
     private static let sql = """
         SELECT u.id, u.username, u.password_hash, u.is_disabled, u.token_version, u.created_at_ms,
-               u.allowed_recipients, i.user_id, i.host, i.port, i.security, i.username, i.password_sealed,
+               u.allowed_recipients, u.quota_per_minute, u.quota_per_hour, u.quota_per_day, i.user_id, i.host, i.port, i.security, i.username, i.password_sealed,
                i.from_address, i.from_name, i.updated_at_ms, i.password_seal_version
         FROM users u LEFT JOIN smtp_integrations i ON i.user_id = u.id
         WHERE u.username = ?
         """
 
-    private let path: String
     private let seal: PasswordSeal
-    /// Each thread's slot holds an unretained pointer to its connection.
-    private let slot: pthread_key_t
-    /// Owns every connection made (one per thread that ever asked), so they
-    /// close with the reader; taken only when a thread makes its first one.
-    private let connections = Mutex<[Connection]>([])
+    private let connections: PerThread<Connection>
 
     init(path: String, seal: PasswordSeal) throws(StoreError) {
-        self.path = path
         self.seal = seal
-        var key = pthread_key_t()
-        let created = pthread_key_create(&key, nil)
-        guard created == 0 else { throw .database(SystemCallError("pthread_key_create", code: created).description) }
-        slot = key
-    }
-
-    deinit {
-        pthread_key_delete(slot)
+        connections = try PerThread {
+            Connection(queue: try DatabaseQueue(path: path, configuration: SQLiteSchema.readerConfiguration()))
+        }
     }
 
     /// The cached or freshly read credentials, nil if there is no such user.
@@ -133,8 +122,8 @@ final class CredentialsReader: Sendable {
     private static func read(_ username: String, _ db: Database) throws -> StoredCredentials? {
         let statement = try db.cachedStatement(sql: sql)
         let scopes = ScopeAdapter([
-            "user": RangeRowAdapter(0..<7),
-            "integration": RangeRowAdapter(7..<17),
+            "user": RangeRowAdapter(0..<10),
+            "integration": RangeRowAdapter(10..<20),
         ])
         guard let row = try Row.fetchOne(statement, arguments: [username], adapter: scopes) else { return nil }
         // An integration scope of NULLs (no row joined) decodes as nil.
@@ -146,14 +135,15 @@ final class CredentialsReader: Sendable {
         let user = stored.user.user
         let policy = try RecipientPolicy(storedText: stored.user.allowedRecipients, of: user.username)
         guard let integration = stored.integration else {
-            return Credentials(user: user, integration: nil, recipientPolicy: policy)
+            return Credentials(user: user, integration: nil, recipientPolicy: policy, sendQuota: stored.user.sendQuota)
         }
         let password = try integration.sealedPassword.map { sealed throws(StoreError) in
             // Only the current version is ever used: see PasswordSeal.
             guard integration.sealVersion == PasswordSeal.currentVersion else { throw StoreError.corruptSecret(user.username) }
             return try seal.open(sealed, for: integration.sealBinding(owner: user.username))
         }
-        return Credentials(user: user, integration: integration.integration(password: password), recipientPolicy: policy)
+        return Credentials(user: user, integration: integration.integration(password: password), recipientPolicy: policy,
+                           sendQuota: stored.user.sendQuota)
     }
 
     /// The named token `id`, cached per thread like the credentials.
@@ -170,14 +160,5 @@ final class CredentialsReader: Sendable {
         }
     }
 
-    private func connection() throws -> Connection {
-        if let raw = pthread_getspecific(slot) {
-            return Unmanaged<Connection>.fromOpaque(raw).takeUnretainedValue()
-        }
-        let made = Connection(queue: try DatabaseQueue(path: path, configuration: SQLiteSchema.readerConfiguration()))
-        connections.withLock { $0.append(made) }
-        let stored = pthread_setspecific(slot, Unmanaged.passUnretained(made).toOpaque())
-        guard stored == 0 else { throw StoreError.database(SystemCallError("pthread_setspecific", code: stored).description) }
-        return made
-    }
+    private func connection() throws -> Connection { try connections.value() }
 }

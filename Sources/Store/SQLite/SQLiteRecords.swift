@@ -19,6 +19,9 @@ struct UserRecord: FetchableRecord, TableRecord {
         static let tokenVersion = Column("token_version")
         static let createdAt = Column("created_at_ms")
         static let allowedRecipients = Column("allowed_recipients")
+        static let quotaPerMinute = Column("quota_per_minute")
+        static let quotaPerHour = Column("quota_per_hour")
+        static let quotaPerDay = Column("quota_per_day")
     }
 
     var id: Int64
@@ -29,6 +32,7 @@ struct UserRecord: FetchableRecord, TableRecord {
     var createdAtMilliseconds: Int64
     /// `RecipientPolicy`'s stored form; nil: any recipient.
     var allowedRecipients: String?
+    var sendQuota: SendQuota
 
     init(row: Row) throws {
         id = try row.decode(forColumn: Columns.id)
@@ -38,6 +42,11 @@ struct UserRecord: FetchableRecord, TableRecord {
         tokenVersion = try row.decode(forColumn: Columns.tokenVersion)
         createdAtMilliseconds = try row.decode(forColumn: Columns.createdAt)
         allowedRecipients = try row.decode(forColumn: Columns.allowedRecipients)
+        var quota = SendQuota()
+        quota.perWindow[.minute] = try row.decode(forColumn: Columns.quotaPerMinute)
+        quota.perWindow[.hour] = try row.decode(forColumn: Columns.quotaPerHour)
+        quota.perWindow[.day] = try row.decode(forColumn: Columns.quotaPerDay)
+        sendQuota = quota
     }
 
     var user: User {

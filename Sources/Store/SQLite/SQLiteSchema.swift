@@ -101,6 +101,33 @@ enum SQLiteSchema {
                 ALTER TABLE smtp_integrations ADD COLUMN password_seal_version INTEGER NOT NULL DEFAULT 1
                 """)
         }
+        migrator.registerMigration("v2 users.send quotas") { db in
+            // NULL: the server's default; 0: unlimited.
+            try db.execute(sql: """
+                ALTER TABLE users ADD COLUMN quota_per_minute INTEGER CHECK (quota_per_minute >= 0);
+                ALTER TABLE users ADD COLUMN quota_per_hour INTEGER CHECK (quota_per_hour >= 0);
+                ALTER TABLE users ADD COLUMN quota_per_day INTEGER CHECK (quota_per_day >= 0);
+                """)
+        }
+        return migrator
+    }
+
+    /// The send counters' own file (`SendCounter`): written on every send
+    /// of a user with a quota, which in the main file would change its
+    /// `data_version` and empty every worker's credentials cache.
+    static var countersMigrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1 send_counts") { db in
+            try db.execute(sql: """
+                CREATE TABLE send_counts (
+                    username TEXT NOT NULL,
+                    window_seconds INTEGER NOT NULL,
+                    window_start INTEGER NOT NULL,
+                    count INTEGER NOT NULL CHECK (count >= 0),
+                    PRIMARY KEY (username, window_seconds)
+                ) STRICT, WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

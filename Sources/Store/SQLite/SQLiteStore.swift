@@ -11,6 +11,8 @@ public final class SQLiteStore: Store {
     private let seal: PasswordSeal
     /// The per-request read (`credentials(for:)`), off the pool.
     let credentialsReader: CredentialsReader
+    /// Send counts for quotas, in their own file (see `SendCounter`).
+    private let sendCounter: SendCounter
 
     /// Opens (creating if needed) the database at `path` and migrates it.
     /// A new file is created with mode 0600; SQLite gives the -wal and -shm
@@ -18,6 +20,7 @@ public final class SQLiteStore: Store {
     public init(path: String, secretBox: SecretBox) throws(StoreError) {
         seal = PasswordSeal(box: secretBox)
         credentialsReader = try CredentialsReader(path: path, seal: seal)
+        sendCounter = try SendCounter(path: Self.countersPath(for: path))
         try Self.createPrivateFileIfMissing(path)
         do {
             pool = try DatabasePool(path: path, configuration: SQLiteSchema.configuration())
@@ -68,6 +71,11 @@ public final class SQLiteStore: Store {
                 }
             }
         }
+    }
+
+    /// The send counters' file: `mailgate.sqlite` → `mailgate-counters.sqlite`.
+    public static func countersPath(for path: String) -> String {
+        path.hasSuffix(".sqlite") ? String(path.dropLast(7)) + "-counters.sqlite" : path + "-counters"
     }
 
     /// Names of the migrations applied to this database, in order.
@@ -159,6 +167,34 @@ public final class SQLiteStore: Store {
             UPDATE \(UserRecord.self) SET \(UserColumns.allowedRecipients) = \(policy.storedText)
             WHERE \(UserColumns.username) = \(username)
             """)
+    }
+
+    public func setSendQuota(_ quota: SendQuota, for username: String) throws(StoreError) {
+        try User.requireValid(username)
+        guard quota.perWindow.values.allSatisfy({ $0 >= 0 }) else { throw .database("a quota must be 0 or more") }
+        try updateUser(username, "set send quota", """
+            UPDATE \(UserRecord.self)
+            SET \(UserColumns.quotaPerMinute) = \(quota.perWindow[.minute]),
+                \(UserColumns.quotaPerHour) = \(quota.perWindow[.hour]),
+                \(UserColumns.quotaPerDay) = \(quota.perWindow[.day])
+            WHERE \(UserColumns.username) = \(username)
+            """)
+    }
+
+    // MARK: Send counting
+
+    public func reserveSends(_ recipients: Int, for username: String, limits: [QuotaWindow: Int],
+                             at date: Date) throws(StoreError) -> QuotaReservation {
+        let second = Int64(date.timeIntervalSince1970.rounded(.down))
+        return try perform("count sends of \(username)") { () throws -> QuotaReservation in
+            try sendCounter.reserve(recipients, for: username, limits: limits, second: second)
+        }
+    }
+
+    public func releaseSends(_ reservation: QuotaReservation, for username: String) throws(StoreError) {
+        try perform("give back sends of \(username)") { () throws in
+            try sendCounter.release(reservation, for: username)
+        }
     }
 
     public func revokeTokens(for username: String) throws(StoreError) -> Int64 {
@@ -356,7 +392,7 @@ public final class SQLiteStore: Store {
 
     /// Creates an empty database file readable only by its owner, so the
     /// hashes and sealed secrets are private from the first byte.
-    private static func createPrivateFileIfMissing(_ path: String) throws(StoreError) {
+    static func createPrivateFileIfMissing(_ path: String) throws(StoreError) {
         do throws(SystemCallError) {
             let fd = try systemCall("open \(path)") { open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600) }
             closeDescriptor(fd)
