@@ -2,8 +2,9 @@ import Foundation
 import MailgateTesting
 import Testing
 
-/// Issue 4, `/token`: per-username lockout in the database and the shipped
-/// nginx per-client rate limit.
+/// Issue 4, `/token`: lockout in the database (issue 10: per username and
+/// client address, with a per-username ceiling, counted before the KDF) and
+/// the shipped nginx per-client rate limit.
 @Suite("Login throttling and /token validation")
 struct LoginTests {
     @Test func fiveFailuresLockTheUserEvenWithTheRightPasswordAndSurviveARestart() async throws {
@@ -24,10 +25,12 @@ struct LoginTests {
         #expect(locked.isJSON && locked.detail != nil, "\(locked)")
         #expect(locked.json?["access_token"] == nil)
 
-        // A fresh process (plain CGI mode, same database) still refuses.
+        // A fresh process (plain CGI mode, same database) still refuses the
+        // same client address.
         let body = Array("username=\(formEncode(user.name))&password=\(formEncode(user.password))".utf8)
         let (fresh, run) = try await env.cgi(uri: "/token", params: [
             "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": String(body.count),
+            "REMOTE_ADDR": "127.0.0.1",
         ], stdin: body)
         #expect(run.ok)
         #expect(fresh.status == 429, "\(fresh)")
