@@ -100,12 +100,15 @@ import Store
         let gate = fixture.application.kdfGate
         let release = DispatchSemaphore(value: 0)
         let holding = DispatchSemaphore(value: 0)
+        let released = DispatchSemaphore(value: 0)
         try startThread {
             _ = gate.run { holding.signal(); release.wait() }
+            released.signal()
         }
         holding.wait()
         for _ in 0..<8 { #expect(login(fixture, "username=alice&password=wrong", from: "192.0.2.5").status == 503) }
         release.signal()
+        released.wait()   // the slot is free again
         #expect(try fixture.store.loginFailureCount("alice", from: nil, since: .distantPast) == 0)
         #expect(login(fixture, "username=alice&password=correct+horse", from: "192.0.2.5").status == 200)
     }
