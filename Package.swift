@@ -64,10 +64,10 @@ let package = Package(
         .testTarget(name: "MIMETests", dependencies: ["MIME", "MailgateTesting"]),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "MIME", "Base64", "MailgateTesting"]),
         .testTarget(name: "StoreTests", dependencies: [
-            "Store", "Crypto", .product(name: "GRDB", package: "GRDB.swift"),
+            "Store", "Crypto", "MailgateTesting", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "MailgateTesting"]),
-        .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Crypto", "Store"]),
+        .testTarget(name: "MailgateTests", dependencies: ["Mailgate", "SMTP", "MIME", "Crypto", "Store", "MailgateTesting"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Crypto", "Base64", "MailgateTesting"], exclude: ["Fixtures"]),
     ]
 )

@@ -21,9 +21,9 @@ public struct AppConfiguration: Sendable {
     public var smtpCAFile: String? = nil
     /// EHLO name.
     public var heloName: String = "localhost"
-    /// Failed logins per username within `loginFailureWindow` before 429.
-    public var loginFailureLimit: Int = 5
-    public var loginFailureWindow: Int64 = 15 * 60
+    /// Failed logins allowed within the window (15 minutes) before 429: per
+    /// (username, client address) 5, per username from all clients 50.
+    public var loginThrottle = LoginThrottlePolicy()
     /// Retry-After sent with 503 when the SMTP server is temporarily unavailable.
     public var smtpRetryAfter: Int = 60
     /// Sends one user may have in flight in this process; more get 429 at

@@ -6,8 +6,9 @@ import Crypto
 
 extension Application {
     /// `POST /token`: OAuth2 password grant. Unknown users cost the same KDF
-    /// work as known ones, and a username with too many recent failures is
-    /// refused with 429 before any KDF work is spent on it.
+    /// work as known ones, and a username with too many recent failures from
+    /// this client (or from all clients together) is refused with 429
+    /// before any KDF work is spent on it.
     func issueToken(_ context: RequestContext) throws(APIError) -> CGIResponse {
         let body = try context.completeBody()
 
@@ -39,12 +40,14 @@ extension Application {
         }
 
         let currentTime = now()
-        // Only plausible usernames get a throttle row, so junk names cannot
-        // grow the table; they are still answered after the same KDF work.
+        // Only plausible usernames are throttled, and only those get rows, so
+        // junk names cannot grow the table; they are still answered after
+        // the same KDF work. The attempt is counted (as a failure until the
+        // password proves right) before the KDF runs: see `beginLoginAttempt`.
         let trackable = (1...64).contains(username.utf8.count)
-        if trackable {
-            try checkLoginThrottle(username, now: currentTime)
-        }
+        let attempt: PendingLogin? = if trackable { try beginLoginAttempt(username, context, now: currentTime) } else { nil }
+        var outcome = LoginOutcome.abandoned
+        defer { if let attempt { finishLoginAttempt(attempt, outcome) } }
 
         let user: User?
         do {
@@ -54,22 +57,18 @@ extension Application {
         }
         guard let user else {
             guard kdfGate.run({ hasher.burnEquivalentWork(password) }) != nil else { throw kdfBusy }
-            if trackable { recordFailure(username, now: currentTime) }
+            outcome = .failed
             throw .wrongLogin
         }
         guard let passwordMatches = kdfGate.run({ hasher.verify(password, against: user.passwordHash) }) else {
             throw kdfBusy
         }
         guard passwordMatches, !user.isDisabled else {
-            recordFailure(username, now: currentTime)
+            outcome = .failed
             context.log.user = username
             throw .wrongLogin
         }
-        do {
-            try store.clearFailedLogins(username)
-        } catch {
-            logger.warning("could not clear failed logins for \(username): \(error)")
-        }
+        outcome = .succeeded
         context.log.user = username
         let claims = TokenClaims(subject: username, issuedAt: currentTime,
                                  expiresAt: currentTime + configuration.tokenLifetime,
@@ -92,29 +91,39 @@ extension Application {
         APIError(503, "Too many logins at once; try again shortly", headers: [("Retry-After", "1")])
     }
 
-    private func checkLoginThrottle(_ username: String, now currentTime: Int64) throws(APIError) {
-        let windowStart = Date(timeIntervalSince1970: TimeInterval(currentTime - configuration.loginFailureWindow))
-        let failures: Int
-        let oldest: Date?
+    /// Counts this attempt for (username, client address) and the username
+    /// in one store transaction, or refuses it with 429 when either has had
+    /// too many failures within the window. The client is `REMOTE_ADDR`
+    /// (behind nginx, the real client address), IPv6 by its /64.
+    private func beginLoginAttempt(_ username: String, _ context: RequestContext,
+                                   now currentTime: Int64) throws(APIError) -> PendingLogin {
+        let client = LoginClient(remoteAddress: context.request[param: "REMOTE_ADDR"])
+        let attempt: LoginAttempt
         do {
-            failures = try store.failedLoginCount(username, since: windowStart)
-            oldest = failures >= configuration.loginFailureLimit ? try store.oldestFailedLogin(username, since: windowStart) : nil
+            attempt = try store.beginLoginAttempt(username, from: client, at: Date(timeIntervalSince1970: TimeInterval(currentTime)),
+                                                  policy: configuration.loginThrottle)
         } catch {
-            throw internalError("login throttle lookup failed", error)
+            throw internalError("login throttle failed", error)
         }
-        guard failures >= configuration.loginFailureLimit else { return }
-        // Retry once the oldest failure in the window has aged out of it.
-        let freedAt = Int64((oldest?.timeIntervalSince1970 ?? Double(currentTime))) + configuration.loginFailureWindow
-        let retryAfter = max(1, freedAt - currentTime)
-        throw APIError(429, "Too many failed login attempts for this user; try again later",
-                       headers: [("Retry-After", String(retryAfter))])
+        switch attempt {
+        case .allowed(let pending):
+            return pending
+        case .locked(let retryAt, _):
+            // Retry once enough failures have aged out of the window.
+            let freedAt = Int64(retryAt.timeIntervalSince1970.rounded(.up))
+            let retryAfter = max(1, freedAt - currentTime)
+            throw APIError(429, "Too many failed login attempts for this user; try again later",
+                           headers: [("Retry-After", String(retryAfter))])
+        }
     }
 
-    private func recordFailure(_ username: String, now currentTime: Int64) {
+    /// A failure that cannot be stored leaves the attempt pending, which
+    /// counts as a failure until the window passes: nothing to undo here.
+    private func finishLoginAttempt(_ attempt: PendingLogin, _ outcome: LoginOutcome) {
         do {
-            try store.recordFailedLogin(username, at: Date(timeIntervalSince1970: TimeInterval(currentTime)))
+            try store.finishLoginAttempt(attempt, outcome)
         } catch {
-            logger.error("could not record failed login: \(error)")
+            logger.error("could not finish login attempt for \(attempt.username): \(error)")
         }
     }
 

@@ -11,6 +11,7 @@
 //                          the models, free of any database type; the rules
 //                          for usernames, integration fields and recipient
 //                          patterns
+//   LoginThrottle.swift    login attempts: client keys, limits, outcomes
 //   PasswordSeal.swift     SMTP passwords at rest (AES-256-GCM)
 //   SQLite/                schema and migrations, GRDB records, the store,
 //                          the per-request credentials reader
@@ -41,7 +42,7 @@ public protocol Store: Sendable {
     func setDisabled(_ disabled: Bool, for username: String) throws(StoreError)
     /// Invalidates every token issued so far; returns the new version.
     func revokeTokens(for username: String) throws(StoreError) -> Int64
-    /// Removes the user, their integration and their login failures.
+    /// Removes the user, their integration and their recorded login failures.
     func removeUser(_ username: String) throws(StoreError)
     /// Which recipients the user's sends may reach (`.any` clears it);
     /// applies to the next request of any process.
@@ -92,15 +93,27 @@ public protocol Store: Sendable {
 
     // MARK: Login throttling
 
-    /// Records a failed login for `username` (existing or not); invalid
-    /// names are ignored (they can never log in, and would only grow the
-    /// table). Failures older than a day are pruned.
-    func recordFailedLogin(_ username: String, at date: Date) throws(StoreError)
-    /// Failures for `username` at or after `since`.
-    func failedLoginCount(_ username: String, since: Date) throws(StoreError) -> Int
-    /// The oldest failure at or after `since` (to compute Retry-After), or nil.
-    func oldestFailedLogin(_ username: String, since: Date) throws(StoreError) -> Date?
-    func clearFailedLogins(_ username: String) throws(StoreError)
+    /// Starts a login attempt by `username` (existing or not) from `client`:
+    /// in one write transaction, counts the failed and still-pending
+    /// attempts within `policy.window` for (username, client) and for the
+    /// username from every client, and either refuses (`.locked`, nothing
+    /// stored) or stores a pending mark and answers `.allowed`. The mark
+    /// counts as a failure until `finishLoginAttempt`, so of any number of
+    /// concurrent attempts (in any process on the store) at most
+    /// `policy.perClient` get past the count.
+    ///
+    /// Names that can never log in (`User.isValidUsername` false) are
+    /// allowed without a row, so they cannot grow the table. Marks and
+    /// failures older than a day (or the window, if longer) are pruned.
+    func beginLoginAttempt(_ username: String, from client: LoginClient, at now: Date,
+                           policy: LoginThrottlePolicy) throws(StoreError) -> LoginAttempt
+    /// Ends an attempt `beginLoginAttempt` allowed (see `LoginOutcome`).
+    /// Should this fail, the mark stays and counts as a failure until it
+    /// leaves the window: the safe side.
+    func finishLoginAttempt(_ attempt: PendingLogin, _ outcome: LoginOutcome) throws(StoreError)
+    /// Failed and pending attempts for `username` at or after `since`: from
+    /// `client`, or from every client when nil.
+    func loginFailureCount(_ username: String, from client: LoginClient?, since: Date) throws(StoreError) -> Int
 }
 
 extension Store {

@@ -2,8 +2,9 @@ import Foundation
 import MailgateTesting
 import Testing
 
-/// Issue 4, `/token`: per-username lockout in the database and the shipped
-/// nginx per-client rate limit.
+/// Issue 4, `/token`: lockout in the database (issue 10: per username and
+/// client address, with a per-username ceiling, counted before the KDF) and
+/// the shipped nginx per-client rate limit.
 @Suite("Login throttling and /token validation")
 struct LoginTests {
     @Test func fiveFailuresLockTheUserEvenWithTheRightPasswordAndSurviveARestart() async throws {
@@ -24,10 +25,12 @@ struct LoginTests {
         #expect(locked.isJSON && locked.detail != nil, "\(locked)")
         #expect(locked.json?["access_token"] == nil)
 
-        // A fresh process (plain CGI mode, same database) still refuses.
+        // A fresh process (plain CGI mode, same database) still refuses the
+        // same client address.
         let body = Array("username=\(formEncode(user.name))&password=\(formEncode(user.password))".utf8)
         let (fresh, run) = try await env.cgi(uri: "/token", params: [
             "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": String(body.count),
+            "REMOTE_ADDR": "127.0.0.1",
         ], stdin: body)
         #expect(run.ok)
         #expect(fresh.status == 429, "\(fresh)")
@@ -47,6 +50,51 @@ struct LoginTests {
         #expect(try await env.login(locked.name, locked.password).status == 429)
         let fine = try await env.login(other.name, other.password)
         #expect(fine.status == 200, "\(fine)")
+    }
+
+    /// Issue 10 through nginx: 16 wrong guesses at once from one address get
+    /// at most 5 password checks (the rest 429 unchecked), after which the
+    /// right password from that address is refused too, while from another
+    /// address it works: a stranger cannot lock the user out. The client
+    /// address is nginx's $remote_addr, from X-Forwarded-For (realip, in
+    /// this test's nginx only).
+    @Test func concurrentGuessesLockTheirAddressButNotTheUser() async throws {
+        let env = try await E2E.get()
+        let user = try await env.makeUser("perclient")
+        let prefix = env.dir + "/nginx-login-realip-\(Counter.shared.next())"
+        let socket = env.socket
+        let (nginx, port) = try await blocking {
+            try E2E.startFromTemplate(prefix: prefix, name: "nginx-login-realip", template: "login-realip-nginx.conf.in",
+                                      values: ["SOCKET": socket])
+        }
+        defer { nginx.stop() }
+        func login(_ password: String, from address: String) async throws -> HTTPResponse {
+            let body = "grant_type=password&username=\(formEncode(user.name))&password=\(formEncode(password))"
+            return try await env.http(HTTP.request("POST", "/token", headers: [
+                ("Content-Type", "application/x-www-form-urlencoded"), ("X-Forwarded-For", address),
+            ], body: Array(body.utf8)), port: port)
+        }
+        let stranger = "203.0.113.66"
+        let guesses = try await withThrowingTaskGroup(of: HTTPResponse.self) { group in
+            for i in 0..<16 { group.addTask { try await login("wrong-\(i)", from: stranger) } }
+            var responses: [HTTPResponse] = []
+            for try await response in group { responses.append(response) }
+            return responses
+        }
+        let statuses = guesses.map(\.status)
+        #expect(statuses.allSatisfy { $0 == 401 || $0 == 429 }, "\(statuses)")
+        #expect(guesses.allSatisfy { $0.isJSON && $0.detail != nil }, "Mailgate's answers, not nginx's: \(guesses)")
+        let checked = statuses.filter { $0 == 401 }.count
+        #expect(checked <= 5, "\(checked) of 16 concurrent guesses were checked: \(statuses)")
+
+        let locked = try await login(user.password, from: stranger)
+        #expect(locked.status == 429, "\(locked)")
+        #expect(locked.detail == "Too many failed login attempts for this user; try again later")
+        #expect(locked.header("Retry-After").flatMap { Int($0) }.map { (1...900).contains($0) } == true, "\(locked)")
+
+        let elsewhere = try await login(user.password, from: "198.51.100.23")
+        #expect(elsewhere.status == 200, "the user is locked out by a stranger: \(elsewhere)")
+        #expect(elsewhere.json?["access_token"] != nil)
     }
 
     @Test func unknownUsernamesAreThrottledToo() async throws {

@@ -57,6 +57,42 @@ public func startThread(_ work: @escaping @Sendable () -> Void) throws {
     }
 }
 
+/// Runs `body(0..<count)` on `count` threads of their own at once: each
+/// thread waits until all have started (at most 10 s), so the calls race as
+/// hard as the machine allows. Answers in index order; the first error
+/// thrown is rethrown.
+public func onThreads<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) throws -> T) async throws -> [T] {
+    let gate = StartGate(count)
+    return try await withThrowingTaskGroup(of: (Int, T).self) { group in
+        for index in 0..<count {
+            group.addTask {
+                try await blocking {
+                    gate.arriveAndWait()
+                    return (index, try body(index))
+                }
+            }
+        }
+        var results = [T?](repeating: nil, count: count)
+        for try await (index, value) in group { results[index] = value }
+        return results.compactMap { $0 }
+    }
+}
+
+/// A one-shot barrier for `onThreads`: blocks each caller until `count`
+/// have arrived, or 10 s have passed (then lets everyone go).
+private final class StartGate: Sendable {
+    private let count: Int
+    private let arrived = Atomic<Int>(0)
+
+    init(_ count: Int) { self.count = count }
+
+    func arriveAndWait() {
+        arrived.add(1, ordering: .acquiringAndReleasing)
+        let deadline = Date().addingTimeInterval(10)
+        while arrived.load(ordering: .acquiring) < count && Date() < deadline { usleep(200) }
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds; fails with `what` (and the
 /// child's stderr if it died) after `timeout` seconds.
 public func waitUntil(_ what: String, timeout: Double = 15, child: Child? = nil, _ condition: () -> Bool) throws {

@@ -76,11 +76,13 @@ final class AppFixture {
         try signer.sign(TokenClaims(subject: user, issuedAt: clock.now, expiresAt: clock.now + lifetime, version: version))
     }
 
+    /// `remoteAddress`: the CGI `REMOTE_ADDR` (none by default).
     func post(_ path: String, body: String, contentType: String = "application/json", authorization: String? = nil,
-              method: String = "POST") -> CGIResponse {
+              method: String = "POST", remoteAddress: String? = nil) -> CGIResponse {
         var params = ["REQUEST_METHOD": method, "DOCUMENT_URI": path, "CONTENT_TYPE": contentType,
                       "CONTENT_LENGTH": String(body.utf8.count)]
         if let authorization { params["HTTP_AUTHORIZATION"] = authorization }
+        if let remoteAddress { params["REMOTE_ADDR"] = remoteAddress }
         return application.handle(CGIRequest(params: params, body: .complete(Array(body.utf8))))
     }
 

@@ -61,10 +61,13 @@ import Testing
         _ = try t.store.revokeTokens(for: "alice")   // version 1
         try t.store.setIntegration(sampleIntegration(), for: "alice")
         let now = Date()
-        try t.store.recordFailedLogin("alice", at: now)
+        if case .allowed(let pending) = try t.store.beginLoginAttempt("alice", from: .unknown, at: now, policy: .init()) {
+            try t.store.finishLoginAttempt(pending, .failed)
+        }
+        #expect(try t.store.loginFailureCount("alice", from: nil, since: now.addingTimeInterval(-60)) == 1)
         try t.store.removeUser("alice")
         #expect(try t.store.user(named: "alice") == nil)
-        #expect(try t.store.failedLoginCount("alice", since: now.addingTimeInterval(-60)) == 0)
+        #expect(try t.store.loginFailureCount("alice", from: nil, since: now.addingTimeInterval(-60)) == 0)
         #expect(throws: StoreError.userNotFound("alice")) { try t.store.removeUser("alice") }
         // A new "alice" must not accept tokens issued to the old one (ver 0 or 1).
         let reborn = try t.store.addUser("alice", passwordHash: "h2")

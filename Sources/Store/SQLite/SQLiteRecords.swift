@@ -139,15 +139,18 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
     }
 }
 
-/// A row of `login_failures`, keyed by the username text (unknown names
-/// are throttled too).
-struct LoginFailureRecord: TableRecord {
-    static let databaseTableName = "login_failures"
+/// A row of `login_attempts`: an attempt that counts as a failed login,
+/// pending while its password is checked. Keyed by the username text (so
+/// unknown names are throttled too) and the client key bytes.
+struct LoginAttemptRecord: TableRecord {
+    static let databaseTableName = "login_attempts"
 
     enum Columns {
         static let id = Column("id")
         static let username = Column("username")
-        static let failedAt = Column("failed_at_ms")
+        static let client = Column("client")
+        static let attemptedAt = Column("attempted_at_ms")
+        static let isPending = Column("is_pending")
     }
 }
 

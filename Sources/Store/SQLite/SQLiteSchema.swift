@@ -73,6 +73,34 @@ enum SQLiteSchema {
                 CREATE INDEX login_failures_by_time ON login_failures(failed_at_ms);
                 """)
         }
+        migrator.registerMigration("v2 login_attempts") { db in
+            // Replaces login_failures (username only, written after the
+            // password check, so concurrent guesses all passed the count
+            // before any was recorded). A row is an attempt that counts as
+            // a failure: pending while its password is being checked (a
+            // crash leaves it counting until it leaves the window), then a
+            // failure, or deleted on success. `client` is the throttle's
+            // client key (`LoginClient.bytes`: a tag byte, then the address,
+            // IPv6 by its /64; X'00' for an unknown address). Failures
+            // already recorded are kept, from the unknown client: they
+            // still count towards the per-username ceiling.
+            try db.execute(sql: """
+                CREATE TABLE login_attempts (
+                    id INTEGER PRIMARY KEY,
+                    username TEXT NOT NULL CHECK (length(username) BETWEEN 1 AND 64),
+                    client BLOB NOT NULL CHECK (length(client) BETWEEN 1 AND 17),
+                    attempted_at_ms INTEGER NOT NULL,
+                    is_pending INTEGER NOT NULL CHECK (is_pending IN (0, 1))
+                ) STRICT;
+                CREATE INDEX login_attempts_by_client ON login_attempts(username, client, attempted_at_ms);
+                CREATE INDEX login_attempts_by_username ON login_attempts(username, attempted_at_ms);
+                CREATE INDEX login_attempts_by_time ON login_attempts(attempted_at_ms);
+                INSERT INTO login_attempts (username, client, attempted_at_ms, is_pending)
+                    SELECT username, X'00', failed_at_ms, 0 FROM login_failures
+                    WHERE length(username) BETWEEN 1 AND 64;
+                DROP TABLE login_failures;
+                """)
+        }
         migrator.registerMigration("v2 users.allowed_recipients") { db in
             // NULL: any recipient; else one pattern per line (RecipientPolicy).
             try db.execute(sql: "ALTER TABLE users ADD COLUMN allowed_recipients TEXT")

@@ -95,7 +95,7 @@ public final class SQLiteStore: Store {
 
     private typealias UserColumns = UserRecord.Columns
     private typealias IntegrationColumns = SMTPIntegrationRecord.Columns
-    private typealias FailureColumns = LoginFailureRecord.Columns
+    private typealias AttemptColumns = LoginAttemptRecord.Columns
     private typealias RemovedColumns = RemovedUsernameRecord.Columns
 
     public func addUser(_ username: String, passwordHash: String) throws(StoreError) -> User {
@@ -223,7 +223,7 @@ public final class SQLiteStore: Store {
                     throw StoreError.userNotFound(username)
                 }
                 try db.execute(literal: "DELETE FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)")
-                try db.execute(literal: "DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.username) = \(username)")
+                try db.execute(literal: "DELETE FROM \(LoginAttemptRecord.self) WHERE \(AttemptColumns.username) = \(username)")
                 try db.execute(literal: """
                     INSERT INTO \(RemovedUsernameRecord.self) (\(RemovedColumns.username), \(RemovedColumns.nextTokenVersion))
                     VALUES (\(username), \(version + 1))
@@ -314,54 +314,116 @@ public final class SQLiteStore: Store {
 
     // MARK: Login throttling
 
-    private static let failureRetentionMilliseconds: Int64 = 86_400_000
+    /// Attempts are kept this long (or the window, if longer), then pruned.
+    private static let attemptRetentionMilliseconds: Int64 = 86_400_000
 
-    public func recordFailedLogin(_ username: String, at date: Date) throws(StoreError) {
-        guard User.isValidUsername(username) else { return }
-        let at = StoredDate.milliseconds(date)
-        try perform("record failed login for \(username)") { () throws in
-            try pool.write { db in
-                try db.execute(literal: """
-                    DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.failedAt) < \(at - Self.failureRetentionMilliseconds)
-                    """)
-                try db.execute(literal: """
-                    INSERT INTO \(LoginFailureRecord.self) (\(FailureColumns.username), \(FailureColumns.failedAt))
-                    VALUES (\(username), \(at))
-                    """)
+    public func beginLoginAttempt(_ username: String, from client: LoginClient, at now: Date,
+                                  policy: LoginThrottlePolicy) throws(StoreError) -> LoginAttempt {
+        guard User.isValidUsername(username) else {
+            return .allowed(PendingLogin(username: username, client: client, markID: nil))
+        }
+        // An attempt at `t` counts while `now < t + window`.
+        let at = StoredDate.milliseconds(now)
+        let window = min(max(0, policy.window), 366 * 86_400) * 1000
+        let windowStart = at - window
+        let retention = max(Self.attemptRetentionMilliseconds, window)
+        let key = Data(client.bytes)
+        return try perform("begin login attempt for \(username)") { () throws -> LoginAttempt in
+            // BEGIN IMMEDIATE: the write lock is taken before the count, so
+            // no other connection (this process's or another's) can count or
+            // insert between this count and this insert.
+            try pool.writeWithoutTransaction { db in
+                var attempt = LoginAttempt.allowed(PendingLogin(username: username, client: client, markID: nil))
+                try db.inTransaction(.immediate) {
+                    let perClient = try Self.lockout(db, limit: policy.perClient, windowStart: windowStart, window: window, """
+                        FROM \(LoginAttemptRecord.self)
+                        WHERE \(AttemptColumns.username) = \(username) AND \(AttemptColumns.client) = \(key)
+                          AND \(AttemptColumns.attemptedAt) > \(windowStart)
+                        """)
+                    let perUsername = try Self.lockout(db, limit: policy.perUsername, windowStart: windowStart, window: window, """
+                        FROM \(LoginAttemptRecord.self)
+                        WHERE \(AttemptColumns.username) = \(username) AND \(AttemptColumns.attemptedAt) > \(windowStart)
+                        """)
+                    // Locked until both limits have room again.
+                    if let freedAt = [perClient, perUsername].compactMap({ $0 }).max() {
+                        attempt = .locked(retryAt: StoredDate.date(freedAt),
+                                          scope: perUsername == freedAt ? .username : .client)
+                        return .rollback
+                    }
+                    try db.execute(literal: """
+                        DELETE FROM \(LoginAttemptRecord.self) WHERE \(AttemptColumns.attemptedAt) < \(at - retention)
+                        """)
+                    try db.execute(literal: """
+                        INSERT INTO \(LoginAttemptRecord.self) (\(AttemptColumns.username), \(AttemptColumns.client),
+                            \(AttemptColumns.attemptedAt), \(AttemptColumns.isPending))
+                        VALUES (\(username), \(key), \(at), 1)
+                        """)
+                    attempt = .allowed(PendingLogin(username: username, client: client, markID: db.lastInsertedRowID))
+                    return .commit
+                }
+                return attempt
             }
         }
     }
 
-    public func failedLoginCount(_ username: String, since: Date) throws(StoreError) -> Int {
+    /// Nil while fewer than `limit` attempts match `condition` (a FROM ...
+    /// WHERE ... within the window); else when the limit frees up: once
+    /// enough of the oldest have left the window to leave `limit - 1`.
+    /// (Rows are only added below the limit, so that is the oldest, unless
+    /// the limit was lowered.)
+    private static func lockout(_ db: Database, limit: Int, windowStart: Int64, window: Int64,
+                                _ condition: SQL) throws -> Int64? {
+        let count = try SQLRequest<Int>(literal: "SELECT count(*) " + condition).fetchOne(db) ?? 0
+        guard count >= max(0, limit) else { return nil }
+        // The (count - limit + 1)-th oldest must leave: that is the one at
+        // offset count - limit in time order.
+        let pivot = try SQLRequest<Int64>(literal: "SELECT \(AttemptColumns.attemptedAt) " + condition + """
+             ORDER BY \(AttemptColumns.attemptedAt) LIMIT 1 OFFSET \(count - max(0, limit))
+            """).fetchOne(db) ?? windowStart
+        return pivot + window
+    }
+
+    public func finishLoginAttempt(_ attempt: PendingLogin, _ outcome: LoginOutcome) throws(StoreError) {
+        guard let markID = attempt.markID else { return }
+        let username = attempt.username
+        let key = Data(attempt.client.bytes)
+        try perform("finish login attempt for \(username)") { () throws in
+            try pool.write { db in
+                switch outcome {
+                case .failed:
+                    // Stays, now as a failure (if `removeUser` took it meanwhile, so be it).
+                    try db.execute(literal: """
+                        UPDATE \(LoginAttemptRecord.self) SET \(AttemptColumns.isPending) = 0
+                        WHERE \(AttemptColumns.id) = \(markID)
+                        """)
+                case .succeeded:
+                    // This mark and this client's failures for the name;
+                    // other clients' failures, and attempts still pending
+                    // (another request's, from the same address), stay.
+                    try db.execute(literal: """
+                        DELETE FROM \(LoginAttemptRecord.self)
+                        WHERE \(AttemptColumns.id) = \(markID)
+                           OR (\(AttemptColumns.username) = \(username) AND \(AttemptColumns.client) = \(key)
+                               AND \(AttemptColumns.isPending) = 0)
+                        """)
+                case .abandoned:
+                    try db.execute(literal: "DELETE FROM \(LoginAttemptRecord.self) WHERE \(AttemptColumns.id) = \(markID)")
+                }
+            }
+        }
+    }
+
+    public func loginFailureCount(_ username: String, from client: LoginClient?, since: Date) throws(StoreError) -> Int {
         guard User.isValidUsername(username) else { return 0 }
+        let start = StoredDate.milliseconds(since)
+        let clientCondition: SQL = client.map { client -> SQL in "AND \(AttemptColumns.client) = \(Data(client.bytes))" } ?? ""
         return try perform("count failed logins for \(username)") { () throws -> Int in
             try pool.read { db in
                 try SQLRequest<Int>(literal: """
-                    SELECT count(*) FROM \(LoginFailureRecord.self)
-                    WHERE \(FailureColumns.username) = \(username) AND \(FailureColumns.failedAt) >= \(StoredDate.milliseconds(since))
-                    """, cached: true).fetchOne(db) ?? 0
-            }
-        }
-    }
-
-    public func oldestFailedLogin(_ username: String, since: Date) throws(StoreError) -> Date? {
-        guard User.isValidUsername(username) else { return nil }
-        let oldest = try perform("read failed logins for \(username)") { () throws -> Int64? in
-            try pool.read { db in
-                try SQLRequest<Int64>(literal: """
-                    SELECT min(\(FailureColumns.failedAt)) FROM \(LoginFailureRecord.self)
-                    WHERE \(FailureColumns.username) = \(username) AND \(FailureColumns.failedAt) >= \(StoredDate.milliseconds(since))
-                    """, cached: true).fetchOne(db)
-            }
-        }
-        return oldest.map(StoredDate.date)
-    }
-
-    public func clearFailedLogins(_ username: String) throws(StoreError) {
-        guard User.isValidUsername(username) else { return }
-        try perform("clear failed logins for \(username)") { () throws in
-            try pool.write { db in
-                try db.execute(literal: "DELETE FROM \(LoginFailureRecord.self) WHERE \(FailureColumns.username) = \(username)")
+                    SELECT count(*) FROM \(LoginAttemptRecord.self)
+                    WHERE \(AttemptColumns.username) = \(username) \(clientCondition)
+                      AND \(AttemptColumns.attemptedAt) >= \(start)
+                    """).fetchOne(db) ?? 0
             }
         }
     }
