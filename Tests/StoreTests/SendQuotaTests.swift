@@ -84,6 +84,6 @@ import Testing
                 "the user's own values win; 0 is unlimited; unset windows take the default")
         #expect(throws: StoreError.userNotFound("nobody")) { try t.store.setSendQuota(quota, for: "nobody") }
         #expect(FileManager.default.fileExists(atPath: SQLiteStore.countersPath(for: t.path)))
-        #expect(SQLiteStore.countersPath(for: "/d/mailgate.sqlite") == "/d/mailgate-counters.sqlite")
+        #expect(SQLiteStore.countersPath(for: "/d/mailgate.sqlite") == "/d/mailgate-counters.map")
     }
 }

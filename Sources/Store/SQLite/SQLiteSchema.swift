@@ -139,25 +139,6 @@ enum SQLiteSchema {
         }
         return migrator
     }
-
-    /// The send counters' own file (`SendCounter`): written on every send
-    /// of a user with a quota, which in the main file would change its
-    /// `data_version` and empty every worker's credentials cache.
-    static var countersMigrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1 send_counts") { db in
-            try db.execute(sql: """
-                CREATE TABLE send_counts (
-                    username TEXT NOT NULL,
-                    window_seconds INTEGER NOT NULL,
-                    window_start INTEGER NOT NULL,
-                    count INTEGER NOT NULL CHECK (count >= 0),
-                    PRIMARY KEY (username, window_seconds)
-                ) STRICT, WITHOUT ROWID;
-                """)
-        }
-        return migrator
-    }
 }
 
 /// Dates are stored as integer Unix milliseconds; reading back what was

@@ -11,7 +11,7 @@ public final class SQLiteStore: Store {
     private let seal: PasswordSeal
     /// The per-request read (`credentials(for:)`), off the pool.
     let credentialsReader: CredentialsReader
-    /// Send counts for quotas, in their own file (see `SendCounter`).
+    /// Send counts for quotas, in a file every process maps (`SendCounter`).
     private let sendCounter: SendCounter
 
     /// Opens (creating if needed) the database at `path` and migrates it.
@@ -73,9 +73,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    /// The send counters' file: `mailgate.sqlite` → `mailgate-counters.sqlite`.
+    /// The send counters' file: `mailgate.sqlite` → `mailgate-counters.map`.
     public static func countersPath(for path: String) -> String {
-        path.hasSuffix(".sqlite") ? String(path.dropLast(7)) + "-counters.sqlite" : path + "-counters"
+        (path.hasSuffix(".sqlite") ? String(path.dropLast(7)) : path) + "-counters.map"
     }
 
     /// Names of the migrations applied to this database, in order.
@@ -186,15 +186,11 @@ public final class SQLiteStore: Store {
     public func reserveSends(_ recipients: Int, for username: String, limits: [QuotaWindow: Int],
                              at date: Date) throws(StoreError) -> QuotaReservation {
         let second = Int64(date.timeIntervalSince1970.rounded(.down))
-        return try perform("count sends of \(username)") { () throws -> QuotaReservation in
-            try sendCounter.reserve(recipients, for: username, limits: limits, second: second)
-        }
+        return try sendCounter.reserve(recipients, for: username, limits: limits, second: second)
     }
 
     public func releaseSends(_ reservation: QuotaReservation, for username: String) throws(StoreError) {
-        try perform("give back sends of \(username)") { () throws in
-            try sendCounter.release(reservation, for: username)
-        }
+        try sendCounter.release(reservation, for: username)
     }
 
     public func revokeTokens(for username: String) throws(StoreError) -> Int64 {
