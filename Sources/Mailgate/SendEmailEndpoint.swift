@@ -158,7 +158,7 @@ extension Application {
             if reply.isTransient { return APIError(503, detail, headers: retry) }
             if error.stage == .rcpt && reply.isPermanent { return APIError(400, detail) }
             return APIError(502, detail)
-        case .timeout:
+        case .timeout, .resolveTimedOut:
             return APIError(504, detail)
         case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed, .readFailed, .writeFailed:
             // Lost after the message was handed over: the server may have

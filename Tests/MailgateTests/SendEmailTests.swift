@@ -142,9 +142,21 @@ import Testing
         (SMTPError(.connectionClosed, stage: .mail), 503),
         (SMTPError(.connectionClosed, stage: .message), 502),
         (SMTPError(.timeout, stage: .message), 504),
+        (SMTPError(.resolveTimedOut(host: "smtp.example.com", after: .seconds(10)), stage: .connect), 504),
+        (SMTPError(.resolveFailed("Name or service not known"), stage: .connect), 503),
         (SMTPError(.tls("certificate verify failed"), stage: .tls), 502),
         (SMTPError(.starttlsUnavailable, stage: .starttls), 502),
     ]
+
+    @Test func nameResolutionTimeoutIs504NamingTheStep() throws {
+        let fixture = try AppFixture()
+        fixture.transport.fail(with: SMTPError(.resolveTimedOut(host: "smtp.example.com", after: .milliseconds(2500)),
+                                               stage: .connect, server: "smtp.example.com:587"))
+        let response = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
+        #expect(response.status == 504)
+        #expect(response.detail as? String == "SMTP error: name resolution of smtp.example.com timed out after 2.5 s")
+        #expect(response.header("Retry-After") == nil)
+    }
 
     @Test(arguments: failures)
     func smtpFailuresMapToStatuses(error: SMTPError, status: Int) throws {
