@@ -55,13 +55,13 @@ extension Application {
         do {
             recipient = try EmailAddress.parse(input.to)
         } catch {
-            throw APIError(400, "Invalid recipient address: \(error)")
+            throw APIError(400, .invalidRecipient, "Invalid recipient address: \(error)")
         }
         if input.message.utf8.contains(0x00) {
-            throw APIError(400, "Message must not contain NUL characters")
+            throw APIError(400, .invalidRequest, "Message must not contain NUL characters")
         }
         guard let integration = credentials.integration else {
-            throw APIError(400, "No SMTP integration configured for this user")
+            throw APIError(400, .noIntegration, "No SMTP integration configured for this user")
         }
         let submission: SMTPSubmission
         do {
@@ -79,7 +79,7 @@ extension Application {
         } catch {
             // The renderer is the one place header values are checked
             // (CR, LF or NUL in the subject): "Subject must not contain ...".
-            throw APIError(400, error.description)
+            throw APIError(400, .invalidRequest, error.description)
         }
 
         // The slot is held for the SMTP exchange only: that is the wait a
@@ -87,7 +87,7 @@ extension Application {
         let user = credentials.user.username
         guard inFlight.acquire(user) else {
             context.log.outcome = "refused: \(inFlight.limitPerUser) sends already in flight"
-            throw APIError(429, "Too many sends in flight for this user; try again shortly", headers: [("Retry-After", "1")])
+            throw APIError(429, .tooManyInFlight, "Too many sends in flight for this user; try again shortly", headers: [("Retry-After", "1")])
         }
         defer { inFlight.release(user) }
         let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
@@ -155,20 +155,23 @@ extension Application {
         let retry: [(name: String, value: String)] = [("Retry-After", String(configuration.smtpRetryAfter))]
         switch error.kind {
         case .reply(let reply):
-            if reply.isTransient { return APIError(503, detail, headers: retry) }
-            if error.stage == .rcpt && reply.isPermanent { return APIError(400, detail) }
-            return APIError(502, detail)
+            if reply.isTransient { return APIError(503, .smtpUnavailable, detail, headers: retry) }
+            if reply.isPermanent {
+                return error.stage == .rcpt ? APIError(400, .recipientRejected, detail) : APIError(502, .smtpRejected, detail)
+            }
+            // A 1xx/2xx/3xx where another reply was due: the server broke the protocol.
+            return APIError(502, .smtpFailed, detail)
         case .timeout, .resolveTimedOut:
-            return APIError(504, detail)
+            return APIError(504, .smtpTimeout, detail)
         case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed, .readFailed, .writeFailed:
             // Lost after the message was handed over: the server may have
             // kept it, so inviting a retry could send it twice.
             if !error.isSafeToRetry {
-                return APIError(502, detail + " (the message may or may not have been delivered)")
+                return APIError(502, .smtpFailed, detail + " (the message may or may not have been delivered)")
             }
-            return APIError(503, detail, headers: retry)
+            return APIError(503, .smtpUnavailable, detail, headers: retry)
         case .tls, .tlsHandshakeFailed, .certificateRejected, .protocolViolation, .authUnavailable, .starttlsUnavailable:
-            return APIError(502, detail)
+            return APIError(502, .smtpFailed, detail)
         }
     }
 }

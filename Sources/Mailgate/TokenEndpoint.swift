@@ -89,7 +89,7 @@ extension Application {
 
     /// Every password-hash slot stayed busy for `kdfWait`: many logins at once.
     private var kdfBusy: APIError {
-        APIError(503, "Too many logins at once; try again shortly", headers: [("Retry-After", "1")])
+        APIError(503, .loginBusy, "Too many logins at once; try again shortly", headers: [("Retry-After", "1")])
     }
 
     private func checkLoginThrottle(_ username: String, now currentTime: Int64) throws(APIError) {
@@ -106,7 +106,7 @@ extension Application {
         // Retry once the oldest failure in the window has aged out of it.
         let freedAt = Int64((oldest?.timeIntervalSince1970 ?? Double(currentTime))) + configuration.loginFailureWindow
         let retryAfter = max(1, freedAt - currentTime)
-        throw APIError(429, "Too many failed login attempts for this user; try again later",
+        throw APIError(429, .loginLocked, "Too many failed login attempts for this user; try again later",
                        headers: [("Retry-After", String(retryAfter))])
     }
 
@@ -120,6 +120,6 @@ extension Application {
 
     func internalError(_ what: String, _ error: any Error) -> APIError {
         logger.error("\(what): \(error)")
-        return APIError(500, "Internal server error")
+        return APIError(500, .internalError, "Internal server error")
     }
 }
