@@ -38,6 +38,14 @@ final class RecordingLookup: HostLookup {
     }
 }
 
+/// N of "name resolution of mail.example.test timed out after N s", or nil
+/// when the description is not that.
+private func waited(_ error: SMTPError?) -> Double? {
+    let prefix = "name resolution of mail.example.test timed out after ", suffix = " s"
+    guard let text = error?.description, text.hasPrefix(prefix), text.hasSuffix(suffix) else { return nil }
+    return Double(text.dropFirst(prefix.count).dropLast(suffix.count))
+}
+
 /// Issue 10 item 3: the whole connect step, name resolution included, obeys
 /// the request's deadline; IP literals are never looked up.
 @Suite("Name resolution within the deadline", .timeLimit(.minutes(1)))
@@ -57,7 +65,8 @@ struct NameResolutionTests {
             return
         }
         #expect(host == "mail.example.test")
-        #expect(error?.description == "name resolution of mail.example.test timed out after 0.3 s")
+        // The time it was given: the 300 ms less what passed before the wait began.
+        #expect(waited(error) == 0.3 || waited(error) == 0.2, "\(String(describing: error))")
         #expect(error?.isSafeToRetry == true)
         #expect(elapsed >= .milliseconds(290) && elapsed < .milliseconds(300) + .seconds(2),
                 "the 300 ms deadline ended the wait, not the lookup: \(elapsed)")
@@ -78,7 +87,7 @@ struct NameResolutionTests {
         let start = ContinuousClock.now
         let error = #expect(throws: SMTPError.self) { try SMTPConnection.open(config, deadline: soon(), resolver: resolver) }
         let elapsed = start.duration(to: .now)
-        #expect(error?.description == "name resolution of mail.example.test timed out after 0.2 s")
+        #expect(waited(error) == 0.2 || waited(error) == 0.1, "\(String(describing: error))")
         #expect(elapsed < .milliseconds(200) + .seconds(2), "\(elapsed)")
     }
 

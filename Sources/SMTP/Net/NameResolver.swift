@@ -5,7 +5,7 @@ import Posix
 /// One address of a host, copied out of getaddrinfo's list (which is freed
 /// at once): what socket(2) and connect(2) need, as a plain Swift value
 /// that can cross threads and outlive the lookup that made it.
-struct SocketAddress: @unchecked Sendable {  // a plain C struct of bytes, copied by value
+struct SocketAddress: Sendable {
     let family: Int32
     let protocolNumber: Int32
     private let storage: sockaddr_storage
