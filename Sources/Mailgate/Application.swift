@@ -124,10 +124,10 @@ final class RequestContext {
     func completeBody() throws(APIError) -> [UInt8] {
         switch request.body {
         case .complete(let bytes): return bytes
-        case .tooLarge(_, let limit): throw APIError(413, "Request body too large (limit \(limit) bytes)")
-        case .invalidLength: throw APIError(400, "Invalid Content-Length header")
+        case .tooLarge(_, let limit): throw APIError(413, .bodyTooLarge, "Request body too large (limit \(limit) bytes)")
+        case .invalidLength: throw APIError(400, .invalidRequest, "Invalid Content-Length header")
         case .incomplete(let declared, let received):
-            throw APIError(400, "Request body incomplete: Content-Length is \(declared) but \(received) bytes arrived")
+            throw APIError(400, .invalidRequest, "Request body incomplete: Content-Length is \(declared) but \(received) bytes arrived")
         }
     }
 }

@@ -55,20 +55,20 @@ extension Application {
         do {
             recipient = try EmailAddress.parse(input.to)
         } catch {
-            throw APIError(400, "Invalid recipient address: \(error)")
+            throw APIError(400, .invalidRecipient, "Invalid recipient address: \(error)")
         }
         // Before anything else is looked at: a token limited to some
         // recipients (a contact form's) learns nothing more by probing.
         let address = recipient.address
         guard credentials.recipientPolicy.permits(localPart: address.localPart, domain: address.domain) else {
             context.log.outcome = "refused: recipient not allowed"
-            throw APIError(403, "Recipient not allowed for this user: \(address)")
+            throw APIError(403, .recipientNotAllowed, "Recipient not allowed for this user: \(address)")
         }
         if input.message.utf8.contains(0x00) {
-            throw APIError(400, "Message must not contain NUL characters")
+            throw APIError(400, .invalidRequest, "Message must not contain NUL characters")
         }
         guard let integration = credentials.integration else {
-            throw APIError(400, "No SMTP integration configured for this user")
+            throw APIError(400, .noIntegration, "No SMTP integration configured for this user")
         }
         let submission: SMTPSubmission
         do {
@@ -86,7 +86,7 @@ extension Application {
         } catch {
             // The renderer is the one place header values are checked
             // (CR, LF or NUL in the subject): "Subject must not contain ...".
-            throw APIError(400, error.description)
+            throw APIError(400, .invalidRequest, error.description)
         }
 
         // The slot is held for the SMTP exchange only: that is the wait a
@@ -94,7 +94,7 @@ extension Application {
         let user = credentials.user.username
         guard inFlight.acquire(user) else {
             context.log.outcome = "refused: \(inFlight.limitPerUser) sends already in flight"
-            throw APIError(429, "Too many sends in flight for this user; try again shortly", headers: [("Retry-After", "1")])
+            throw APIError(429, .tooManyInFlight, "Too many sends in flight for this user; try again shortly", headers: [("Retry-After", "1")])
         }
         defer { inFlight.release(user) }
         let reservation = try reserveQuota(mail.envelope.recipients.count, of: credentials, context)
@@ -141,7 +141,7 @@ extension Application {
             let exhausted = reservation.windows.filter { $0.used + recipients > $0.limit }
             let wait = exhausted.map(\.resetsIn).max() ?? 1
             context.log.outcome = "refused: quota per \(exhausted.map(\.window.description).joined(separator: ", ")) reached"
-            throw APIError(429, "Send quota exceeded (\(exhausted.map { "\($0.limit) recipients per \($0.window)" }.joined(separator: ", "))); try again in \(wait) s",
+            throw APIError(429, .quotaExceeded, "Send quota exceeded (\(exhausted.map { "\($0.limit) recipients per \($0.window)" }.joined(separator: ", "))); try again in \(wait) s",
                            headers: [("Retry-After", String(wait))] + Self.rateLimitHeaders(reservation))
         }
         return reservation
@@ -249,9 +249,7 @@ extension Application {
     /// refused), the operator (502: login refused, TLS, protocol), or time
     /// (503 + Retry-After: transient; 504: too slow).
     func smtpFailure(_ error: SMTPError, headers: [(name: String, value: String)] = []) -> APIError {
-        var failure = smtpFailure(error)
-        failure.headers += headers
-        return failure
+        smtpFailure(error).adding(headers: headers)
     }
 
     func smtpFailure(_ error: SMTPError) -> APIError {
@@ -259,20 +257,23 @@ extension Application {
         let retry: [(name: String, value: String)] = [("Retry-After", String(configuration.smtpRetryAfter))]
         switch error.kind {
         case .reply(let reply):
-            if reply.isTransient { return APIError(503, detail, headers: retry) }
-            if error.stage == .rcpt && reply.isPermanent { return APIError(400, detail) }
-            return APIError(502, detail)
-        case .timeout:
-            return APIError(504, detail)
+            if reply.isTransient { return APIError(503, .smtpUnavailable, detail, headers: retry) }
+            if reply.isPermanent {
+                return error.stage == .rcpt ? APIError(400, .recipientRejected, detail) : APIError(502, .smtpRejected, detail)
+            }
+            // A 1xx/2xx/3xx where another reply was due: the server broke the protocol.
+            return APIError(502, .smtpFailed, detail)
+        case .timeout, .resolveTimedOut:
+            return APIError(504, .smtpTimeout, detail)
         case .connectionRefused, .connectionClosed, .resolveFailed, .connectFailed, .readFailed, .writeFailed:
             // Lost after the message was handed over: the server may have
             // kept it, so inviting a retry could send it twice.
             if !error.isSafeToRetry {
-                return APIError(502, detail + " (the message may or may not have been delivered)")
+                return APIError(502, .smtpFailed, detail + " (the message may or may not have been delivered)")
             }
-            return APIError(503, detail, headers: retry)
+            return APIError(503, .smtpUnavailable, detail, headers: retry)
         case .tls, .tlsHandshakeFailed, .certificateRejected, .protocolViolation, .authUnavailable, .starttlsUnavailable:
-            return APIError(502, detail)
+            return APIError(502, .smtpFailed, detail)
         }
     }
 }

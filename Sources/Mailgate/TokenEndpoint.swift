@@ -88,7 +88,7 @@ extension Application {
 
     /// Every password-hash slot stayed busy for `kdfWait`: many logins at once.
     private var kdfBusy: APIError {
-        APIError(503, "Too many logins at once; try again shortly", headers: [("Retry-After", "1")])
+        APIError(503, .loginBusy, "Too many logins at once; try again shortly", headers: [("Retry-After", "1")])
     }
 
     /// Counts this attempt for (username, client address) and the username
@@ -112,7 +112,7 @@ extension Application {
             // Retry once enough failures have aged out of the window.
             let freedAt = Int64(retryAt.timeIntervalSince1970.rounded(.up))
             let retryAfter = max(1, freedAt - currentTime)
-            throw APIError(429, "Too many failed login attempts for this user; try again later",
+            throw APIError(429, .loginLocked, "Too many failed login attempts for this user; try again later",
                            headers: [("Retry-After", String(retryAfter))])
         }
     }
@@ -129,6 +129,6 @@ extension Application {
 
     func internalError(_ what: String, _ error: any Error) -> APIError {
         logger.error("\(what): \(error)")
-        return APIError(500, "Internal server error")
+        return APIError(500, .internalError, "Internal server error")
     }
 }

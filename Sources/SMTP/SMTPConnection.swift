@@ -25,8 +25,8 @@ public struct SMTPEnvelope: Sendable, Equatable {
 ///
 /// Every operation takes an absolute deadline; each command round trip is
 /// additionally bounded by `commandTimeout` and connecting (TCP and TLS
-/// handshake) by `connectTimeout`. Name resolution (getaddrinfo) cannot be
-/// interrupted and is not bounded by the deadline.
+/// handshake) by `connectTimeout`. Name resolution is part of connecting:
+/// it obeys the same bound (see `NameResolver`).
 ///
 /// Not Sendable: use it from one thread at a time (the pool hands each
 /// connection to exactly one caller).
@@ -113,6 +113,12 @@ public final class SMTPConnection {
     /// Connects, reads the greeting, says EHLO, runs STARTTLS or implicit TLS
     /// as configured, and logs in when a username is configured.
     public static func open(_ config: SMTPServerConfig, deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPConnection {
+        try open(config, deadline: deadline, resolver: .system)
+    }
+
+    /// `open` with the host name resolved by `resolver` (tests substitute its lookup).
+    static func open(_ config: SMTPServerConfig, deadline: ContinuousClock.Instant,
+                     resolver: NameResolver) throws(SMTPError) -> SMTPConnection {
         let server = config.endpoint
         // The HELO name is written into a command line as is: a CR/LF in it
         // would inject commands.
@@ -131,8 +137,11 @@ public final class SMTPConnection {
             throw SMTPError(error, stage: .tls, server: server)
         }
         do throws(StreamError) {
+            // One bound for the whole connect step: resolving the name and
+            // the TCP connect share the connect timeout (and the deadline).
             stream = try NetworkStream.connect(host: config.host, port: config.port,
-                                               deadline: min(deadline, .now + config.connectTimeout))
+                                               deadline: min(deadline, .now + config.connectTimeout),
+                                               resolver: resolver)
         } catch {
             throw SMTPError(error, stage: .connect, server: server)
         }

@@ -29,6 +29,9 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
     public enum Kind: Sendable {
         /// getaddrinfo failed; the string is its explanation.
         case resolveFailed(String)
+        /// The host name did not resolve before the deadline or the connect
+        /// timeout (whichever came first); `after` is the time it was given.
+        case resolveTimedOut(host: String, after: Duration)
         /// Every address of the host refused the TCP connection.
         case connectionRefused
         /// Setting up or connecting the socket failed for another reason than
@@ -76,6 +79,8 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
         switch kind {
         case .resolveFailed(let why):
             return "could not resolve \(server ?? "host"): \(why)"
+        case .resolveTimedOut(let host, let after):
+            return "name resolution of \(host) timed out after \(Self.seconds(after)) s"
         case .connectionRefused:
             return "connection to \(server ?? "server") refused"
         case .connectFailed(let why):
@@ -114,6 +119,12 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// `duration` in seconds for messages: "3", "0.3", "2.5".
+    static func seconds(_ duration: Duration) -> String {
+        let tenths = max(0, Int((duration / .milliseconds(100)).rounded()))
+        return tenths % 10 == 0 ? "\(tenths / 10)" : "\(tenths / 10).\(tenths % 10)"
+    }
+
     /// True when the failure happened before the server accepted DATA (354),
     /// so the message was certainly not delivered and may be retried once on
     /// a fresh connection. Once the body was sent (stage `.message`) the
@@ -140,6 +151,7 @@ extension SMTPError {
         let kind: Kind
         switch failure {
         case .resolve(let why): kind = .resolveFailed(why)
+        case .resolveTimedOut(let host, let after): kind = .resolveTimedOut(host: host, after: after)
         case .invalidPort(let port): kind = .connectFailed("invalid port \(port)")
         case .refused: kind = .connectionRefused
         case .connect(let error): kind = .connectFailed(error.description)

@@ -32,7 +32,7 @@ struct Serve: ParsableCommand {
     var tokenTTL: DurationArgument = DurationArgument(seconds: 30 * 60)
     @Option(name: .customLong("smtp-timeout"), help: "Deadline for a whole SMTP exchange (keep below nginx's fastcgi_read_timeout).")
     var smtpTimeout: DurationArgument = DurationArgument(seconds: 20)
-    @Option(name: .customLong("smtp-connect-timeout"), help: "TCP connect timeout to the SMTP server.")
+    @Option(name: .customLong("smtp-connect-timeout"), help: "Bound on resolving the SMTP server's name and connecting to it (and, separately, on the TLS handshake).")
     var smtpConnectTimeout: DurationArgument = DurationArgument(seconds: 10)
     @Option(name: .customLong("ca-file"), help: "Extra CA certificates (PEM) trusted for SMTP servers.") var caFile: String?
     @Option(name: .customLong("helo-name"), help: "Name sent in EHLO (default: this host's name).") var heloName: String?

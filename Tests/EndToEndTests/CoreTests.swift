@@ -65,6 +65,7 @@ struct CoreTests {
         #expect(response.status == 401, "\(response)")
         #expect(response.header("WWW-Authenticate") == "Bearer")
         #expect(response.detail == "Incorrect username or password")
+        #expect(response.code == "invalid_login")
         #expect(response.json?["access_token"] == nil)
     }
 
@@ -74,6 +75,7 @@ struct CoreTests {
         #expect(response.status == 401, "\(response)")
         #expect(response.header("WWW-Authenticate") == "Bearer")
         #expect(response.detail == "Incorrect username or password")
+        #expect(response.code == "invalid_login")
     }
 
     @Test func missingAuthorizationIs401NotAuthenticated() async throws {
@@ -82,6 +84,7 @@ struct CoreTests {
         #expect(response.status == 401, "\(response)")
         #expect(response.header("WWW-Authenticate") == "Bearer")
         #expect(response.detail == "Not authenticated")
+        #expect(response.code == "not_authenticated")
     }
 
     @Test func nonBearerSchemeIs401NotAuthenticated() async throws {
@@ -93,6 +96,7 @@ struct CoreTests {
         #expect(response.status == 401, "\(response)")
         #expect(response.header("WWW-Authenticate") == "Bearer")
         #expect(response.detail == "Not authenticated")
+        #expect(response.code == "not_authenticated")
     }
 
     @Test func garbageTokenIs401CouldNotValidate() async throws {
@@ -101,6 +105,7 @@ struct CoreTests {
         #expect(response.status == 401, "\(response)")
         #expect(response.header("WWW-Authenticate") == "Bearer")
         #expect(response.detail == "Could not validate credentials")
+        #expect(response.code == "invalid_token")
     }
 
     @Test func revokeTokensKillsEarlierTokenAndNewOneWorks() async throws {
@@ -114,6 +119,7 @@ struct CoreTests {
         let after = try await env.send(token: old, to: "r@example.org", subject: uniqueMarker("rv1"), message: "x")
         #expect(after.status == 401, "\(after)")
         #expect(after.detail == "Could not validate credentials")
+        #expect(after.code == "invalid_token")
         #expect(after.header("WWW-Authenticate") == "Bearer")
 
         let fresh = try await env.token(user.name)
@@ -131,9 +137,11 @@ struct CoreTests {
         let response = try await env.send(token: token, to: "r@example.org", subject: "s", message: "m")
         #expect(response.status == 401, "\(response)")
         #expect(response.detail == "Could not validate credentials")
+        #expect(response.code == "invalid_token")
         let login = try await env.login(user.name, user.password)
         #expect(login.status == 401, "\(login)")
         #expect(login.detail == "Incorrect username or password")
+        #expect(login.code == "invalid_login")
     }
 
     @Test func userWithoutIntegrationIs400() async throws {
@@ -143,6 +151,7 @@ struct CoreTests {
         let response = try await env.send(token: token, to: "r@example.org", subject: "s", message: "m")
         #expect(response.status == 400, "\(response)")
         #expect(response.detail?.contains("integration") == true, "\(response)")
+        #expect(response.code == "no_integration", "\(response)")
     }
 
     @Test func otherPathIs404() async throws {
@@ -160,8 +169,10 @@ struct CoreTests {
         #expect(response.status == 405, "\(response)")
         #expect(response.header("Allow")?.contains("POST") == true)
         #expect(response.detail == "Method Not Allowed")
+        #expect(response.code == "method_not_allowed")
         let token = try await env.http(HTTP.request("GET", "/token"))
         #expect(token.status == 405, "\(token)")
+        #expect(token.code == "method_not_allowed", "\(token)")
     }
 }
 

@@ -23,6 +23,7 @@ struct LoginTests {
         let retryAfter = try #require(locked.header("Retry-After").flatMap { Int($0) }, "\(locked)")
         #expect(retryAfter > 0 && retryAfter <= 15 * 60)
         #expect(locked.isJSON && locked.detail != nil, "\(locked)")
+        #expect(locked.code == "login_locked", "\(locked)")
         #expect(locked.json?["access_token"] == nil)
 
         // A fresh process (plain CGI mode, same database) still refuses the
@@ -34,6 +35,7 @@ struct LoginTests {
         ], stdin: body)
         #expect(run.ok)
         #expect(fresh.status == 429, "\(fresh)")
+        #expect(fresh.code == "login_locked", "\(fresh)")
         #expect(fresh.header("Retry-After") != nil)
 
         // Tokens issued before still work: the lockout is about logins only.
@@ -47,7 +49,9 @@ struct LoginTests {
         let locked = try await env.makeUser("lockA")
         let other = try await env.makeUser("lockB")
         for i in 0..<5 { #expect(try await env.login(locked.name, "bad\(i)").status == 401) }
-        #expect(try await env.login(locked.name, locked.password).status == 429)
+        let refused = try await env.login(locked.name, locked.password)
+        #expect(refused.status == 429)
+        #expect(refused.code == "login_locked", "\(refused)")
         let fine = try await env.login(other.name, other.password)
         #expect(fine.status == 200, "\(fine)")
     }
@@ -104,8 +108,11 @@ struct LoginTests {
             let response = try await env.login(name, "x\(i)")
             #expect(response.status == 401, "\(response)")
             #expect(response.detail == "Incorrect username or password")
+            #expect(response.code == "invalid_login")
         }
-        #expect(try await env.login(name, "x").status == 429)
+        let locked = try await env.login(name, "x")
+        #expect(locked.status == 429)
+        #expect(locked.code == "login_locked", "\(locked)")
     }
 
     @Test func tokenRequestValidationIs422() async throws {
@@ -123,6 +130,7 @@ struct LoginTests {
             let response = try await post(body, contentType: type)
             #expect(response.status == 422, "\(body): \(response)")
             #expect(response.detailList?.isEmpty == false, "detail must be FastAPI's list: \(response)")
+            #expect(response.code == "validation_error", "\(body): \(response)")
         }
     }
 

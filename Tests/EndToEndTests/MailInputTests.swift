@@ -49,6 +49,7 @@ struct MailInputTests {
                                           message: "body")
         #expect(response.status == 400, "\(response)")
         #expect(response.isJSON && response.detail != nil)
+        #expect(response.code == "invalid_request", "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty, "nothing may reach the SMTP server")
     }
 
@@ -58,6 +59,7 @@ struct MailInputTests {
         let marker = uniqueMarker("toinj")
         let response = try await env.send(token: token, to: "r@example.org\(injection)", subject: marker, message: "body")
         #expect(response.status == 400, "\(response)")
+        #expect(response.code == "invalid_recipient", "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty, "nothing may reach the SMTP server")
     }
 
@@ -124,6 +126,7 @@ struct MailInputTests {
         let response = try await env.send(token: token, to: address, subject: marker, message: "m")
         #expect(response.status == 400, "\(address.debugDescription): \(response)")
         #expect(response.isJSON && response.detail != nil)
+        #expect(response.code == "invalid_recipient", "\(address.debugDescription): \(response)")
         #expect(env.capture.messages(containing: marker).isEmpty)
     }
 

@@ -42,6 +42,7 @@ struct NamedTokenTests {
         #expect(refused.status == 401, "\(refused)")
         #expect(refused.header("WWW-Authenticate") == "Bearer")
         #expect(refused.detail == "Could not validate credentials")
+        #expect(refused.json?["code"] as? String == "invalid_token")
         for token in [form, plain] {
             let sent = try await env.send(token: token, to: "r@example.org", subject: uniqueMarker("still"), message: "m")
             #expect(sent.status == 200, "the user's other tokens keep working: \(sent)")

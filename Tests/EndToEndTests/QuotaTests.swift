@@ -25,6 +25,7 @@ struct SendQuotaEndToEndTests {
         #expect(refused.status == 429, "\(refused)")
         #expect(refused.isJSON)
         #expect(refused.detail?.hasPrefix("Send quota exceeded (3 recipients per day); try again in ") == true, "\(refused)")
+        #expect(refused.json?["code"] as? String == "quota_exceeded")
         let retry = refused.header("Retry-After").flatMap(Int.init)
         #expect(retry.map { $0 > 0 && $0 <= 86_400 } == true, "\(refused)")
         #expect(refused.header("RateLimit")?.hasPrefix(#""day";r=0;t="#) == true)

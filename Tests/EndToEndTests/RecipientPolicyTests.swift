@@ -29,6 +29,7 @@ struct RecipientPolicyTests {
             #expect(refused.status == 403, "\(outside): \(refused)")
             #expect(refused.isJSON)
             #expect(refused.detail == "Recipient not allowed for this user: \(outside)", "\(refused)")
+            #expect(refused.json?["code"] as? String == "recipient_not_allowed")
             #expect(env.capture.messages(containing: marker).isEmpty, "nothing is sent to \(outside)")
         }
 

@@ -20,6 +20,7 @@ private func expect422List(_ response: HTTPResponse, field: String? = nil, sourc
     #expect(response.status == 422, "\(response)", sourceLocation: sourceLocation)
     let list = response.detailList
     #expect(list?.isEmpty == false, "detail must be FastAPI's list: \(response)", sourceLocation: sourceLocation)
+    #expect(response.code == "validation_error", "\(response)", sourceLocation: sourceLocation)
     if let field {
         let locations = (list ?? []).compactMap { $0["loc"] as? [Any] }.map { $0.map { "\($0)" } }
         #expect(locations.contains { $0.contains(field) }, "loc names \(field): \(response)", sourceLocation: sourceLocation)
@@ -66,6 +67,7 @@ struct RequestBodyTests {
         let response = try await env.sendRaw(token: token, body: Array(body.utf8))
         #expect([400, 422].contains(response.status), "\(response)")
         #expect(response.isJSON)
+        #expect(response.code == (response.status == 422 ? "validation_error" : "invalid_request"), "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty)
     }
 
@@ -75,6 +77,7 @@ struct RequestBodyTests {
                      #"{"to":"a@example.org","subject":"s","message":"m","x":"# + String(repeating: #"{"a":"#, count: 50_000) + "1" + String(repeating: "}", count: 50_000) + "}"] {
             let response = try await env.sendRaw(token: token, body: Array(body.utf8))
             #expect(response.status == 422, "\(response)")
+            #expect(response.code == "validation_error", "\(response)")
         }
         try await expectStillServing(env, token: token)
     }
@@ -86,6 +89,7 @@ struct RequestBodyTests {
         let body = Array(#"{"to":"a@example.org","subject":"\#(marker)"#.utf8) + bytes + Array(#"","message":"m"}"#.utf8)
         let response = try await env.sendRaw(token: token, body: body)
         #expect([400, 422].contains(response.status), "\(response)")
+        #expect(response.code == (response.status == 422 ? "validation_error" : "invalid_request"), "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty)
     }
 
@@ -96,6 +100,7 @@ struct RequestBodyTests {
         let body = #"{"to":"a@example.org","subject":"\#(marker)\#(escape)","message":"m"}"#
         let response = try await env.sendRaw(token: token, body: Array(body.utf8))
         #expect([400, 422].contains(response.status), "\(response)")
+        #expect(response.code == (response.status == 422 ? "validation_error" : "invalid_request"), "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty)
     }
 
@@ -117,6 +122,7 @@ struct RequestBodyTests {
         let response = try await env.send(token: token, to: "r@example.org", subject: marker, message: message, port: aux.port)
         #expect(response.status == 413, "\(response)")
         #expect(response.isJSON && response.detail != nil, "Mailgate's own JSON 413: \(response)")
+        #expect(response.code == "body_too_large", "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty)
         // The same instance still serves a small request. (Its SMTP deadline
         // is 3 s: on a loaded machine the Python SMTP server can take longer
@@ -137,6 +143,7 @@ struct RequestBodyTests {
         #expect(run.ok)
         #expect(response.status == 413, "\(response)")
         #expect(response.isJSON)
+        #expect(response.code == "body_too_large", "\(response)")
     }
 
     // MARK: Content-Length lies
@@ -150,6 +157,7 @@ struct RequestBodyTests {
         #expect(run.ok, "\(run.status) \(run.stderr)")
         #expect([400, 413].contains(response.status), "\(length): \(response)")
         #expect(response.isJSON)
+        #expect(response.code == (response.status == 413 ? "body_too_large" : "invalid_request"), "\(length): \(response)")
     }
 
     @Test func missingContentLengthInCGIModeIsAClear4xx() async throws {
@@ -160,6 +168,7 @@ struct RequestBodyTests {
         #expect(run.ok)
         #expect((400..<500).contains(response.status) && response.status != 401, "\(response)")
         #expect(response.isJSON)
+        #expect(response.code != nil, "\(response)")
     }
 
     @Test func contentLengthLargerThanBodyInCGIModeIs400() async throws {
@@ -170,6 +179,7 @@ struct RequestBodyTests {
         #expect(run.ok)
         #expect(response.status == 400, "\(response)")
         #expect(response.detail?.contains("incomplete") == true, "\(response)")
+        #expect(response.code == "invalid_request", "\(response)")
     }
 
     @Test func contentLengthSmallerThanBodyInCGIModeIs422() async throws {
@@ -179,6 +189,7 @@ struct RequestBodyTests {
                                                          "CONTENT_TYPE": "application/json"], stdin: body)
         #expect(run.ok)
         #expect(response.status == 422, "\(response)")
+        #expect(response.code == "validation_error", "\(response)")
     }
 
     @Test func contentLengthSmallerThanBodyThroughNginxIs422AndServerSurvives() async throws {
@@ -190,6 +201,7 @@ struct RequestBodyTests {
                                body: body, contentLength: String(body.count - 10))
         let response = try await env.http(raw)
         #expect(response.status == 422, "\(response)")
+        #expect(response.code == "validation_error", "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty)
         try await expectStillServing(env, token: token)
     }

@@ -8,6 +8,16 @@ struct SinkCase: Sendable, CustomTestStringConvertible {
     /// nil: anything but 200 (the exact mapping is not specified).
     var status: Int?
     var retryAfter = false
+    /// The `code` expected with `status` (derived from it: one code per status here).
+    var code: String? {
+        switch status {
+        case 400?: "recipient_rejected"
+        case 502?: "smtp_rejected"  // every 502 case below is a 5xx reply
+        case 503?: "smtp_unavailable"
+        case 504?: "smtp_timeout"
+        default: nil
+        }
+    }
     var testDescription: String { "smtp-sink \(options.joined(separator: " ")) → \(status.map(String.init) ?? "not 200")" }
 }
 
@@ -75,8 +85,10 @@ struct SMTPFailureTests {
         let (response, _) = try await sendThrough(port: sink.port, prefix: "sinkfail")
         if let status = scenario.status {
             #expect(response.status == status, "\(response)")
+            #expect(response.code == scenario.code, "\(response)")
         } else {
             #expect(response.status != 200 && response.status >= 500, "\(response)")
+            #expect(["smtp_failed", "smtp_rejected", "smtp_unavailable", "smtp_timeout"].contains(response.code ?? ""), "\(response)")
         }
         #expect(response.status != 401, "the client's token was fine")
         #expect(response.isJSON, "Mailgate's own JSON answer, not nginx's: \(response)")
@@ -101,6 +113,7 @@ struct SMTPFailureTests {
         #expect(response.status == 503, "\(response)")
         #expect(response.header("Retry-After") != nil)
         #expect(response.isJSON)
+        #expect(response.code == "smtp_unavailable", "\(response)")
     }
 
     // -p: without PIPELINING, as smtp-sink answers pipelined commands out of
@@ -113,6 +126,7 @@ struct SMTPFailureTests {
         let aux = try await E2E.get().aux()
         let (response, elapsed, user) = try await sendThroughNamed(port: sink.port, prefix: "slow", httpPort: aux.port)
         #expect(response.status == 504, "\(response)")
+        #expect(response.code == "smtp_timeout", "\(response)")
         #expect(response.isJSON, "Mailgate's JSON 504, not nginx's (fastcgi_read_timeout 30 s): \(response)")
         // Mailgate's own clock: the request took the 3 s deadline, not the
         // server's 10 s (the client's clock includes a loaded test machine).
@@ -132,6 +146,7 @@ struct SMTPFailureTests {
         #expect(response.status == 502, "\(response)")
         #expect(response.header("WWW-Authenticate") == nil)
         #expect(response.detail?.contains("535") == true, "the SMTP reply goes into detail: \(response)")
+        #expect(response.code == "smtp_rejected", "\(response)")
         #expect(env.capture.messages(containing: marker).isEmpty)
     }
 }

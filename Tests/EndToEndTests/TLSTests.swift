@@ -44,6 +44,7 @@ struct TLSTests {
         let (response, _) = try await send(via: SMTPTarget(port: server.port, security: "tls"), prefix: "untrusted")
         #expect(response.status == 502, "\(response)")
         #expect(mentionsCertificate(response), "\(response)")
+        #expect(response.code == "smtp_failed", "\(response)")
         #expect(server.allMessages().isEmpty)
     }
 
@@ -56,6 +57,7 @@ struct TLSTests {
                                                            password: "p-untrusted"), prefix: "untrst")
         #expect(response.status == 502, "\(response)")
         #expect(mentionsCertificate(response), "\(response)")
+        #expect(response.code == "smtp_failed", "\(response)")
         #expect(server.allMessages().isEmpty)
     }
 
@@ -68,6 +70,7 @@ struct TLSTests {
         let (response, _) = try await send(via: SMTPTarget(port: server.port, security: "tls"), prefix: "mismatch")
         #expect(response.status == 502, "\(response)")
         #expect(mentionsCertificate(response), "\(response)")
+        #expect(response.code == "smtp_failed", "\(response)")
         #expect(server.allMessages().isEmpty)
     }
 
@@ -90,6 +93,7 @@ struct TLSTests {
                                                            password: "never-sent-in-clear"), prefix: "nostls")
         #expect(response.status == 502, "\(response)")
         #expect(response.detail?.uppercased().contains("STARTTLS") == true, "\(response)")
+        #expect(response.code == "smtp_failed", "\(response)")
         #expect(server.allMessages().isEmpty, "nothing may be sent in clear")
     }
 
@@ -98,6 +102,7 @@ struct TLSTests {
         defer { sink.stop() }
         let (response, _) = try await send(via: SMTPTarget(port: sink.port, security: "starttls"), prefix: "sinkstls")
         #expect(response.status == 502, "\(response)")
+        #expect(response.code == "smtp_failed", "\(response)")
     }
 
     @Test func implicitTLSAgainstPlainServerFails() async throws {

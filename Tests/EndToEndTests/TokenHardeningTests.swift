@@ -20,6 +20,7 @@ private func expectRefused(_ response: HTTPResponse, sourceLocation: SourceLocat
     #expect(response.status == 401, "\(response)", sourceLocation: sourceLocation)
     #expect(response.header("WWW-Authenticate") == "Bearer", sourceLocation: sourceLocation)
     #expect(response.detail == "Could not validate credentials", "\(response)", sourceLocation: sourceLocation)
+    #expect(response.code == "invalid_token", "\(response)", sourceLocation: sourceLocation)
 }
 
 /// Issue 4, tokens: every hostile token is refused with 401 end to end.

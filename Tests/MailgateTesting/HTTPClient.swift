@@ -29,6 +29,9 @@ public struct HTTPResponse: Sendable, CustomStringConvertible {
     /// `detail` when it is a string.
     public var detail: String? { json?["detail"] as? String }
 
+    /// `code`, the stable error key beside `detail`.
+    public var code: String? { json?["code"] as? String }
+
     /// `detail` when it is FastAPI's validation list.
     public var detailList: [[String: Any]]? { json?["detail"] as? [[String: Any]] }
 

@@ -26,6 +26,7 @@ import Testing
         let refused = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
         #expect(refused.status == 429)
         #expect(refused.header("Retry-After") == "1")
+        #expect(refused.code == "too_many_in_flight")
         #expect(fixture.transport.sent.isEmpty)
         fixture.application.inFlight.release("alice")
         let sent = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
@@ -63,6 +64,7 @@ import Testing
                                 contentType: "application/x-www-form-urlencoded")
         #expect(busy.status == 503)
         #expect(busy.header("Retry-After") == "1")
+        #expect(busy.code == "login_busy")
         release.signal()
         done.wait()
         let ok = fixture.post("/token", body: "username=alice&password=correct+horse",

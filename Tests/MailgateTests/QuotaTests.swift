@@ -24,6 +24,7 @@ import Testing
         #expect(refused.header("Retry-After") == "45")
         #expect(refused.header("RateLimit") == #""minute";r=0;t=45"#)
         #expect(refused.detail as? String == "Send quota exceeded (2 recipients per minute); try again in 45 s")
+        #expect(refused.code == "quota_exceeded")
         #expect(fixture.transport.sent.count == 2, "nothing sent over the quota")
 
         fixture.clock.advance(45)

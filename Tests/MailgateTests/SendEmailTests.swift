@@ -36,6 +36,7 @@ import Store
             let refused = try fixture.send(#"{"to": "\#(to)", "subject": "s", "message": "m"}"#)
             #expect(refused.status == 403, "\(to)")
             #expect(refused.detail as? String == "Recipient not allowed for this user: \(to)")
+            #expect(refused.code == "recipient_not_allowed")
         }
         #expect(fixture.transport.sent.isEmpty)
         for to in ["Site Owner <owner@EXAMPLE.com>", "x@team.example.org"] {
@@ -67,6 +68,7 @@ import Store
         let revoked = try fixture.send(body, token: token("tok-a"))
         #expect(revoked.status == 401)
         #expect(revoked.detail as? String == "Could not validate credentials")
+        #expect(revoked.code == "invalid_token")
         #expect(try fixture.send(body, token: token("tok-b")).status == 200, "the user's other named token")
         #expect(try fixture.send(body, token: fixture.token()).status == 200, "and tokens without an id")
         #expect(try fixture.send(body, token: token("never-issued")).status == 401)
@@ -81,6 +83,7 @@ import Store
             #expect(response.status == 401)
             #expect(response.header("WWW-Authenticate") == "Bearer")
             #expect(response.detail as? String == "Not authenticated")
+            #expect(response.code == "not_authenticated")
         }
     }
 
@@ -100,19 +103,26 @@ import Store
             let response = try fixture.send(body, token: token)
             #expect(response.status == 401)
             #expect(response.detail as? String == "Could not validate credentials")
+            #expect(response.code == "invalid_token")
             #expect(response.header("WWW-Authenticate") == "Bearer")
         }
 
         fixture.clock.advance(600 + 31)
-        #expect(try fixture.send(body, token: valid).status == 401, "expired beyond the leeway")
+        let expired = try fixture.send(body, token: valid)
+        #expect(expired.status == 401, "expired beyond the leeway")
+        #expect(expired.code == "invalid_token")
 
         let fresh = try fixture.token()
         _ = try fixture.store.revokeTokens(for: "alice")
-        #expect(try fixture.send(body, token: fresh).status == 401, "revoked")
+        let revoked = try fixture.send(body, token: fresh)
+        #expect(revoked.status == 401, "revoked")
+        #expect(revoked.code == "invalid_token")
         let afterRevoke = try fixture.token(version: 1)
         #expect(try fixture.send(body, token: afterRevoke).status == 200)
         try fixture.store.setDisabled(true, for: "alice")
-        #expect(try fixture.send(body, token: try fixture.token(version: 2)).status == 401, "disabled")
+        let disabled = try fixture.send(body, token: try fixture.token(version: 2))
+        #expect(disabled.status == 401, "disabled")
+        #expect(disabled.code == "invalid_token")
     }
 
     @Test(arguments: [
@@ -130,6 +140,7 @@ import Store
         #expect(response.status == 422)
         let problems = try #require(response.detail as? [[String: Any]])
         #expect(problems.first?["type"] as? String == type)
+        #expect(response.code == "validation_error")
         #expect(fixture.transport.sent.isEmpty)
     }
 
@@ -140,23 +151,26 @@ import Store
         bytes += Array(#"", "message": "m"}"#.utf8)
         let request = CGIRequest(params: ["REQUEST_METHOD": "POST", "DOCUMENT_URI": "/smtp/send-email",
                                           "HTTP_AUTHORIZATION": "Bearer \(try fixture.token())"], body: .complete(bytes))
-        #expect(fixture.application.handle(request).status == 422)
+        let response = fixture.application.handle(request)
+        #expect(response.status == 422)
+        #expect(response.code == "validation_error")
     }
 
     @Test(arguments: [
-        #"{"to": "bob@example.org", "subject": "a\r\nBcc: x@y.z", "message": "m"}"#,
-        #"{"to": "bob@example.org", "subject": "a\nb", "message": "m"}"#,
-        #"{"to": "bob@example.org", "subject": "a\u0000b", "message": "m"}"#,
-        #"{"to": "bob@example.org\r\nBcc: x@y.z", "subject": "s", "message": "m"}"#,
-        #"{"to": "a@x.com, b@y.com", "subject": "s", "message": "m"}"#,
-        #"{"to": "not an address", "subject": "s", "message": "m"}"#,
-        #"{"to": "bob@example.org", "subject": "s", "message": "nul\u0000here"}"#,
+        (#"{"to": "bob@example.org", "subject": "a\r\nBcc: x@y.z", "message": "m"}"#, "invalid_request"),
+        (#"{"to": "bob@example.org", "subject": "a\nb", "message": "m"}"#, "invalid_request"),
+        (#"{"to": "bob@example.org", "subject": "a\u0000b", "message": "m"}"#, "invalid_request"),
+        (#"{"to": "bob@example.org\r\nBcc: x@y.z", "subject": "s", "message": "m"}"#, "invalid_recipient"),
+        (#"{"to": "a@x.com, b@y.com", "subject": "s", "message": "m"}"#, "invalid_recipient"),
+        (#"{"to": "not an address", "subject": "s", "message": "m"}"#, "invalid_recipient"),
+        (#"{"to": "bob@example.org", "subject": "s", "message": "nul\u0000here"}"#, "invalid_request"),
     ])
-    func unusableValuesAre400AndNothingIsSent(body: String) throws {
+    func unusableValuesAre400AndNothingIsSent(body: String, code: String) throws {
         let fixture = try AppFixture()
         let response = try fixture.send(body)
         #expect(response.status == 400)
         #expect(response.detail is String)
+        #expect(response.code == code, "\(response.text)")
         #expect(fixture.transport.sent.isEmpty)
     }
 
@@ -166,6 +180,7 @@ import Store
         let response = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
         #expect(response.status == 400)
         #expect(response.detail as? String == "No SMTP integration configured for this user")
+        #expect(response.code == "no_integration")
     }
 
     @Test func integrationChangesApplyToTheNextRequest() throws {
@@ -181,29 +196,48 @@ import Store
         #expect(fixture.transport.sent.last?.envelope.sender?.description == "noreply@example.com")
     }
 
-    static let failures: [(SMTPError, Int)] = [
-        (SMTPError(.reply(SMTPReply(code: 550, enhancedStatus: "5.1.1", lines: ["User unknown"])), stage: .rcpt), 400),
-        (SMTPError(.reply(SMTPReply(code: 535, enhancedStatus: "5.7.8", lines: ["Bad credentials"])), stage: .auth), 502),
-        (SMTPError(.reply(SMTPReply(code: 554, lines: ["Rejected"])), stage: .message), 502),
-        (SMTPError(.reply(SMTPReply(code: 550, lines: ["No"])), stage: .mail), 502),
-        (SMTPError(.reply(SMTPReply(code: 451, lines: ["Try later"])), stage: .rcpt), 503),
-        (SMTPError(.reply(SMTPReply(code: 421, lines: ["Closing"])), stage: .greeting), 503),
-        (SMTPError(.connectionRefused, stage: .connect), 503),
-        (SMTPError(.connectionClosed, stage: .mail), 503),
-        (SMTPError(.connectionClosed, stage: .message), 502),
-        (SMTPError(.timeout, stage: .message), 504),
-        (SMTPError(.tls("certificate verify failed"), stage: .tls), 502),
-        (SMTPError(.starttlsUnavailable, stage: .starttls), 502),
+    static let failures: [(SMTPError, Int, String)] = [
+        (SMTPError(.reply(SMTPReply(code: 550, enhancedStatus: "5.1.1", lines: ["User unknown"])), stage: .rcpt), 400, "recipient_rejected"),
+        (SMTPError(.reply(SMTPReply(code: 535, enhancedStatus: "5.7.8", lines: ["Bad credentials"])), stage: .auth), 502, "smtp_rejected"),
+        (SMTPError(.reply(SMTPReply(code: 554, lines: ["Rejected"])), stage: .message), 502, "smtp_rejected"),
+        (SMTPError(.reply(SMTPReply(code: 550, lines: ["No"])), stage: .mail), 502, "smtp_rejected"),
+        (SMTPError(.reply(SMTPReply(code: 451, lines: ["Try later"])), stage: .rcpt), 503, "smtp_unavailable"),
+        (SMTPError(.reply(SMTPReply(code: 421, lines: ["Closing"])), stage: .greeting), 503, "smtp_unavailable"),
+        (SMTPError(.connectionRefused, stage: .connect), 503, "smtp_unavailable"),
+        (SMTPError(.connectionClosed, stage: .mail), 503, "smtp_unavailable"),
+        (SMTPError(.connectionClosed, stage: .message), 502, "smtp_failed"),
+        (SMTPError(.timeout, stage: .message), 504, "smtp_timeout"),
+        (SMTPError(.resolveTimedOut(host: "smtp.example.com", after: .seconds(10)), stage: .connect), 504, "smtp_timeout"),
+        (SMTPError(.resolveFailed("Name or service not known"), stage: .connect), 503, "smtp_unavailable"),
+        (SMTPError(.tls("certificate verify failed"), stage: .tls), 502, "smtp_failed"),
+        (SMTPError(.starttlsUnavailable, stage: .starttls), 502, "smtp_failed"),
+        (SMTPError(.certificateRejected("certificate verify failed (hostname mismatch)"), stage: .tls), 502, "smtp_failed"),
+        (SMTPError(.authUnavailable("no mechanism offered"), stage: .auth), 502, "smtp_failed"),
+        (SMTPError(.protocolViolation("reply line longer than 2048 bytes"), stage: .ehlo), 502, "smtp_failed"),
+        (SMTPError(.reply(SMTPReply(code: 250, lines: ["OK"])), stage: .data), 502, "smtp_failed"),
+        (SMTPError(.connectFailed("connect failed: Network is unreachable"), stage: .connect), 503, "smtp_unavailable"),
     ]
 
+    @Test func nameResolutionTimeoutIs504NamingTheStep() throws {
+        let fixture = try AppFixture()
+        fixture.transport.fail(with: SMTPError(.resolveTimedOut(host: "smtp.example.com", after: .milliseconds(2500)),
+                                               stage: .connect, server: "smtp.example.com:587"))
+        let response = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
+        #expect(response.status == 504)
+        #expect(response.detail as? String == "SMTP error: name resolution of smtp.example.com timed out after 2.5 s")
+        #expect(response.code == "smtp_timeout")
+        #expect(response.header("Retry-After") == nil)
+    }
+
     @Test(arguments: failures)
-    func smtpFailuresMapToStatuses(error: SMTPError, status: Int) throws {
+    func smtpFailuresMapToStatuses(error: SMTPError, status: Int, code: String) throws {
         let fixture = try AppFixture()
         fixture.transport.fail(with: error)
         let response = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
         #expect(response.status == status)
         #expect((response.detail as? String)?.hasPrefix("SMTP error: ") == true)
         #expect((response.header("Retry-After") != nil) == (status == 503))
+        #expect(response.code == code)
         #expect(status != 200 && status != 401)
     }
 }

@@ -94,5 +94,7 @@ final class AppFixture {
 extension CGIResponse {
     var json: Any? { try? JSONSerialization.jsonObject(with: Data(body)) }
     var detail: Any? { (json as? [String: Any])?["detail"] }
+    /// The stable error code (`code`), when the body has one.
+    var code: String? { (json as? [String: Any])?["code"] as? String }
     var text: String { String(decoding: body, as: UTF8.self) }
 }

@@ -31,6 +31,7 @@ import Store
             let response = login(fixture, form)
             #expect(response.status == 401)
             #expect(response.detail as? String == "Incorrect username or password")
+            #expect(response.code == "invalid_login")
             #expect(response.header("WWW-Authenticate") == "Bearer")
         }
     }
@@ -40,6 +41,7 @@ import Store
         for _ in 0..<5 { #expect(login(fixture, "username=alice&password=wrong").status == 401) }
         let locked = login(fixture, "username=alice&password=correct+horse")
         #expect(locked.status == 429)
+        #expect(locked.code == "login_locked")
         let retryAfter = try #require(Int(locked.header("Retry-After") ?? ""))
         #expect((1...900).contains(retryAfter))
         fixture.clock.advance(901)
@@ -125,18 +127,24 @@ import Store
         let response = fixture.post("/token", body: form, contentType: contentType)
         #expect(response.status == 422)
         #expect(response.detail is [Any])
+        #expect(response.code == "validation_error")
     }
 }
 
 @Suite struct RoutingTests {
     @Test func unknownPathsAre404AndOtherMethods405() throws {
         let fixture = try AppFixture()
-        #expect(fixture.post("/nope", body: "").status == 404)
+        let nope = fixture.post("/nope", body: "")
+        #expect(nope.status == 404)
+        #expect(nope.code == "not_found")
         #expect(fixture.post("/smtp/send-email/", body: "").status == 404)
         let get = fixture.post("/smtp/send-email", body: "", method: "GET")
         #expect(get.status == 405)
         #expect(get.header("Allow") == "POST")
-        #expect(fixture.post("/token", body: "", method: "PUT").status == 405)
+        #expect(get.code == "method_not_allowed")
+        let put = fixture.post("/token", body: "", method: "PUT")
+        #expect(put.status == 405)
+        #expect(put.code == "method_not_allowed")
     }
 
     @Test func basePathIsStrippedAndRequired() throws {
@@ -154,11 +162,11 @@ import Store
     }
 
     @Test(arguments: [
-        (CGIRequestBody.tooLarge(declared: 5_000_000, limit: 1 << 20), 413),
-        (CGIRequestBody.invalidLength("-1"), 400),
-        (CGIRequestBody.incomplete(declared: 100, received: 10), 400),
+        (CGIRequestBody.tooLarge(declared: 5_000_000, limit: 1 << 20), 413, "body_too_large"),
+        (CGIRequestBody.invalidLength("-1"), 400, "invalid_request"),
+        (CGIRequestBody.incomplete(declared: 100, received: 10), 400, "invalid_request"),
     ])
-    func bodyProblemsGetTheirStatus(body: CGIRequestBody, status: Int) throws {
+    func bodyProblemsGetTheirStatus(body: CGIRequestBody, status: Int, code: String) throws {
         let fixture = try AppFixture()
         for path in ["/token", "/smtp/send-email"] {
             let request = CGIRequest(params: ["REQUEST_METHOD": "POST", "DOCUMENT_URI": path,
@@ -167,6 +175,7 @@ import Store
             let response = fixture.application.handle(request)
             #expect(response.status == status)
             #expect(response.detail is String)
+            #expect(response.code == code)
         }
     }
 }

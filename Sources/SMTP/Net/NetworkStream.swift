@@ -15,8 +15,9 @@ final class NetworkStream {
     deinit { close(graceful: false) }
 
     /// Connects to `host:port` (see `TCPSocket.connect`).
-    static func connect(host: String, port: Int, deadline: ContinuousClock.Instant) throws(StreamError) -> NetworkStream {
-        NetworkStream(socket: try TCPSocket.connect(host: host, port: port, deadline: deadline))
+    static func connect(host: String, port: Int, deadline: ContinuousClock.Instant,
+                        resolver: NameResolver) throws(StreamError) -> NetworkStream {
+        NetworkStream(socket: try TCPSocket.connect(host: host, port: port, deadline: deadline, resolver: resolver))
     }
 
     /// Runs the TLS client handshake over the connection and verifies the

@@ -6,6 +6,9 @@ import Posix
 enum StreamError: Error, Sendable, Equatable {
     /// The host name did not resolve; the string is getaddrinfo's reason.
     case resolve(String)
+    /// The caller's deadline passed before the host name resolved; `after`
+    /// is how long the lookup was given.
+    case resolveTimedOut(host: String, after: Duration)
     /// The port is outside 1...65535.
     case invalidPort(Int)
     /// Every address of the host refused the TCP connection.

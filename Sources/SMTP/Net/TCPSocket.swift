@@ -4,7 +4,9 @@ import Posix
 /// A connected, non-blocking TCP socket. Every wait goes through poll() with
 /// the time left until the caller's deadline, which is how connect, read,
 /// write and the TLS handshake all get time limits without threads or
-/// signals. Every system call goes through Posix (EINTR retried there).
+/// signals (name resolution, which cannot be polled, waits for a thread of
+/// its own: `NameResolver`). Every system call goes through Posix (EINTR
+/// retried there).
 final class TCPSocket {
     private(set) var fd: Int32
 
@@ -17,43 +19,34 @@ final class TCPSocket {
     // MARK: connecting
 
     /// Resolves `host` (a name, an IP literal, or a bracketed IPv6 literal)
-    /// and connects to the first address that answers. Name resolution
-    /// (getaddrinfo) cannot be interrupted and is not bounded by `deadline`.
-    static func connect(host: String, port: Int, deadline: ContinuousClock.Instant) throws(StreamError) -> TCPSocket {
+    /// and connects to the first address that answers, all before
+    /// `deadline`: name resolution included (`NameResolver`), which is
+    /// skipped for IP literals.
+    static func connect(host: String, port: Int, deadline: ContinuousClock.Instant,
+                        resolver: NameResolver) throws(StreamError) -> TCPSocket {
         guard (1...65535).contains(port) else { throw .invalidPort(port) }
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_NUMERICSERV
-        var list: UnsafeMutablePointer<addrinfo>?
-        let rc = getaddrinfo(unbracketed(host), String(port), &hints, &list)
-        guard rc == 0, let first = list else {
-            throw .resolve(rc == EAI_SYSTEM ? SystemCallError.describe(errno) : String(cString: gai_strerror(rc)))
-        }
-        defer { freeaddrinfo(list) }
+        let addresses = try resolver.resolve(host: host, port: port, deadline: deadline)
 
         var lastError: StreamError?
         var allRefused = true
-        var next: UnsafeMutablePointer<addrinfo>? = first
-        while let ai = next {
-            next = ai.pointee.ai_next
+        for address in addresses {
             do throws(StreamError) {
-                return try connect(to: ai.pointee, deadline: deadline)
+                return try connect(to: address, deadline: deadline)
             } catch {
                 if error == .timedOut { throw error }  // no time left for other addresses
                 if error != .refused { allRefused = false }
                 lastError = error
             }
         }
-        if allRefused { throw .refused }
+        if allRefused, !addresses.isEmpty { throw .refused }
         throw lastError ?? .resolve("no addresses")
     }
 
-    private static func connect(to ai: addrinfo, deadline: ContinuousClock.Instant) throws(StreamError) -> TCPSocket {
+    private static func connect(to address: SocketAddress, deadline: ContinuousClock.Instant) throws(StreamError) -> TCPSocket {
         let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
         let fd: Int32
         do throws(SystemCallError) {
-            fd = try systemCall("socket") { Glibc.socket(ai.ai_family, type, ai.ai_protocol) }
+            fd = try systemCall("socket") { Glibc.socket(address.family, type, address.protocolNumber) }
         } catch {
             throw .connect(error)
         }
@@ -67,7 +60,7 @@ final class TCPSocket {
             _ = try systemCall("setsockopt(TCP_NODELAY)") {
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
-            inProgress = try startConnecting(fd, ai)
+            inProgress = try startConnecting(fd, address)
         } catch {
             throw error.code == ECONNREFUSED ? .refused : .connect(error)
         }
@@ -92,9 +85,12 @@ final class TCPSocket {
 
     /// Starts a non-blocking connect: true while it carries on in the
     /// background (EINPROGRESS), false when it is already established.
-    private static func startConnecting(_ fd: Int32, _ ai: addrinfo) throws(SystemCallError) -> Bool {
+    private static func startConnecting(_ fd: Int32, _ address: SocketAddress) throws(SystemCallError) -> Bool {
         do throws(SystemCallError) {
-            switch try nonBlockingSystemCall("connect", { Glibc.connect(fd, ai.ai_addr, ai.ai_addrlen) }) {
+            let result = try address.withSocketAddress { pointer, length throws(SystemCallError) in
+                try nonBlockingSystemCall("connect") { Glibc.connect(fd, pointer, length) }
+            }
+            switch result {
             case .done: return false
             case .wouldBlock: return true
             }
