@@ -52,6 +52,8 @@ enum ErrorCode: String, Sendable, CaseIterable {
     /// no usable AUTH mechanism, a protocol violation, or the connection lost
     /// after the message was handed over.
     case smtpFailed = "smtp_failed"
+    /// 503: `GET /health` found the store unreadable.
+    case unhealthy = "unhealthy"
     /// 500: something failed on our side (details in the log only).
     case internalError = "internal_error"
 }

@@ -52,6 +52,7 @@ public final class Application: Sendable {
     static let routes: [Route] = [
         Route(path: "/token", method: "POST") { app, context throws(APIError) in try app.issueToken(context) },
         Route(path: "/smtp/send-email", method: "POST") { app, context throws(APIError) in try app.sendEmail(context) },
+        Route(path: "/health", method: "GET") { app, context throws(APIError) in try app.health(context) },
     ]
 
     private func respond(to context: RequestContext) throws(APIError) -> CGIResponse {
@@ -178,4 +179,20 @@ struct RequestLog {
     }
 
     private static let hexDigits = Array("0123456789ABCDEF".utf8)
+}
+
+extension Application {
+    /// `GET /health`: 200 when the store answers a read (the keys were
+    /// loaded before the server started); 503 otherwise, with the reason in
+    /// the log only. No token, no SMTP traffic: cheap enough to poll.
+    func health(_ context: RequestContext) throws(APIError) -> CGIResponse {
+        do {
+            try store.checkReadable()
+        } catch {
+            logger.error("health check: the store cannot be read: \(error)")
+            context.log.outcome = "unhealthy: store unreadable"
+            throw APIError(503, .unhealthy, "Store unavailable", headers: [("Retry-After", "5")])
+        }
+        return .json(200, .object([("status", .string("ok"))]))
+    }
 }

@@ -73,6 +73,9 @@ public protocol Store: Sendable {
     /// opened) as one consistent snapshot, or nil if there is no such user.
     /// Changes made by any process apply to the next call.
     func credentials(for username: String) throws(StoreError) -> Credentials?
+    /// Reads from the store the way a request does; throws if it cannot
+    /// (`GET /health`).
+    func checkReadable() throws(StoreError)
 
     // MARK: Named tokens
 

@@ -154,6 +154,18 @@ struct CoreTests {
         #expect(response.code == "no_integration", "\(response)")
     }
 
+    /// Issue 11: `GET /health` through the shipped location, no token.
+    @Test func healthAnswersOkThroughNginxWithoutAToken() async throws {
+        let env = try await E2E.get()
+        let response = try await env.http(HTTP.request("GET", "/health"))
+        #expect(response.status == 200, "\(response)")
+        #expect(response.isJSON)
+        #expect(response.json?["status"] as? String == "ok")
+        let post = try await env.http(HTTP.request("POST", "/health", body: Array("{}".utf8)))
+        #expect(post.status == 405)
+        #expect(post.header("Allow") == "GET")
+    }
+
     @Test func otherPathIs404() async throws {
         let env = try await E2E.get()
         for path in ["/smtp/send-emails", "/"] {

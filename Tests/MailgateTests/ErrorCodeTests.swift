@@ -15,7 +15,7 @@ import Testing
         "validation_error", "invalid_request", "invalid_recipient", "body_too_large",
         "not_found", "method_not_allowed", "no_integration", "too_many_in_flight", "quota_exceeded",
         "recipient_not_allowed", "recipient_rejected", "smtp_rejected", "smtp_unavailable", "smtp_timeout", "smtp_failed",
-        "internal_error",
+        "unhealthy", "internal_error",
     ]
 
     @Test func codesAreTheDocumentedSnakeCaseNames() {

@@ -98,6 +98,13 @@ final class CredentialsReader: Sendable {
     /// The cached or freshly read credentials, nil if there is no such user.
     /// The sealed SMTP password is opened only on a cache miss, and outside
     /// the database closure: no connection is busy while OpenSSL works.
+    /// One read of the users table on this thread's connection.
+    func checkReadable() throws {
+        _ = try connection().queue.inDatabase { db in
+            try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM (SELECT 1 FROM users LIMIT 1)"))
+        }
+    }
+
     func credentials(for username: String) throws -> Credentials? {
         let connection = try connection()
         let lookup: Lookup = try connection.queue.inDatabase { db in

@@ -308,6 +308,10 @@ public final class SQLiteStore: Store {
         }
     }
 
+    public func checkReadable() throws(StoreError) {
+        try perform("health check read") { () throws in try credentialsReader.checkReadable() }
+    }
+
     // MARK: Login throttling
 
     /// Attempts are kept this long (or the window, if longer), then pruned.
