@@ -6,7 +6,11 @@
 # dir with one user whose integration points at the sink, `mailgate serve` on
 # a Unix socket, nginx (nginx/local/render-conf.sh, access_log off). Then:
 #   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  GET /nginx-baseline
+#   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  POST /fastcgi-baseline
 #   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  POST /smtp/send-email
+# /fastcgi-baseline is the FastCGI ceiling: Benchmarks/noop-responder.c, a
+# libfcgi responder with 16 threads that reads the body and answers at once,
+# built here with cc and run right before Mailgate at the same load.
 # for N in 16 64, and prints a table: sends/s, p50/p99, non-2xx, socket errors,
 # Mailgate's peak RSS (VmHWM, reset before each run), and the messages the sink
 # counted against the 200 answers (must be equal).
@@ -17,6 +21,7 @@
 # 2-core machine, 2 workers measured better than 1 for both runs: send-email
 # 5,570-5,600 vs 5,370 sends/s at -c16, return 200 83-97k vs 76-78k req/s),
 # MAILGATE_SERVE_ARGS adds options to `mailgate serve` (e.g. "--threads 32"),
+# BENCH_NOOP_THREADS the no-op responder's threads (default 16, as Mailgate's),
 # BENCH_KEEP=1 keeps the temp dir, BENCH_STRICT=1 exits 1 when a target is missed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -133,9 +138,17 @@ mailgate_pid=$!; pids+=("$mailgate_pid")
 for _ in $(seq 200); do [ -S "$socket" ] && break; alive "$mailgate_pid" "mailgate serve"; sleep 0.05; done
 [ -S "$socket" ] || die "mailgate serve did not create $socket"
 
+# --- the FastCGI ceiling: a libfcgi responder that does no work ---------------
+noop_socket=$tmp/noop.sock
+cc -O2 -o "$tmp/noop-responder" "$root/Benchmarks/noop-responder.c" -lfcgi -lpthread \
+    || die "cannot build Benchmarks/noop-responder.c (cc, libfcgi-dev)"
+"$tmp/noop-responder" "$noop_socket" "${BENCH_NOOP_THREADS:-16}" 2>"$tmp/noop.log" &
+noop_pid=$!; pids+=("$noop_pid")
+for _ in $(seq 200); do [ -S "$noop_socket" ] && break; alive "$noop_pid" "noop-responder"; sleep 0.05; done
+
 # --- nginx ------------------------------------------------------------------
 port=$(free_port)
-"$root/nginx/local/render-conf.sh" "$tmp/nginx" "$port" "$socket" 50r/s "$workers" off
+"$root/nginx/local/render-conf.sh" "$tmp/nginx" "$port" "$socket" 50r/s "$workers" off "$noop_socket"
 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" 2>>"$tmp/nginx/error.log" &
 nginx_pid=$!; pids+=("$nginx_pid")
 wait_port "$port"; alive "$nginx_pid" nginx
@@ -143,6 +156,7 @@ wait_port "$port"; alive "$nginx_pid" nginx
 base=http://127.0.0.1:$port
 send_url=$base/smtp/send-email
 baseline_url=$base/nginx-baseline
+noop_url=$base/fastcgi-baseline
 
 # --- sanity: one send end to end ----------------------------------------------
 reply=$(curl -sS -o "$tmp/first-reply" -w '%{http_code}' "$send_url" \
@@ -211,6 +225,14 @@ for c in $connections; do
     statuses[base$c]=$B_statuses base_ok[$c]=$B_ok
 done
 for c in $connections; do
+    # The no-op responder right before Mailgate's run at the same load: the
+    # same request (JSON body, bearer token), answered without any work.
+    run_wrk "noop-c$c" send "$c" "$duration" "$noop_url"
+    alive "$noop_pid" "noop-responder"
+    rate[noop$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
+    p50[noop$c]=$B_p50_us p99[noop$c]=$B_p99_us non2xx[noop$c]=$B_non2xx
+    sockerr[noop$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
+
     sink_before=$(settled_sink_messages); sess_before=$(sink_sessions)
     # Reset the peak RSS (VmHWM) so each run reports its own peak.
     echo 5 >"/proc/$mailgate_pid/clear_refs" 2>/dev/null || true
@@ -249,6 +271,11 @@ for c in $connections; do
 done
 for c in $connections; do
     printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+        "libfcgi no-op responder" "$c" "$(num "${rate[noop$c]}")" "$(ms "${p50[noop$c]}")" "$(ms "${p99[noop$c]}")" \
+        "${non2xx[noop$c]}" "${sockerr[noop$c]}" "-" "-"
+done
+for c in $connections; do
+    printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
         "mailgate POST send-email" "$c" "$(num "${rate[mg$c]}")" "$(ms "${p50[mg$c]}")" "$(ms "${p99[mg$c]}")" \
         "${non2xx[mg$c]}" "${sockerr[mg$c]}" "$(mib "${rss[mg$c]}")" "${sink[mg$c]} / ${ok[mg$c]}"
 done
@@ -256,7 +283,8 @@ echo
 for c in $connections; do
     frac=$(awk -v a="${rate[mg$c]}" -v b="${rate[base$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
     per=$(awk -v m="${sink[mg$c]}" -v s="${sessions[mg$c]}" 'BEGIN { printf "%.0f", (s > 0 ? m / s : m) }')
-    echo "-c$c: Mailgate = $frac of nginx return 200; ${sink[mg$c]} messages over ${sessions[mg$c]} new SMTP sessions (~$per per session)"
+    ceiling=$(awk -v a="${rate[mg$c]}" -v b="${rate[noop$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
+    echo "-c$c: Mailgate = $ceiling of the no-op libfcgi responder, $frac of nginx return 200; ${sink[mg$c]} messages over ${sessions[mg$c]} new SMTP sessions (~$per per session)"
 done
 echo
 echo "CPU during each run, % of one core ($(nproc) cores = $(( $(nproc) * 100 ))%), averaged over the wrk run; \"other\" is"
