@@ -89,9 +89,7 @@ enum Deployment {
     }
 
     /// nginx (the shipped mailgate.conf) in front of `upstream` ("unix:PATH"
-    /// or "HOST:PORT"), then: a
-    /// token from /token, a send that arrives, a 401 with `WWW-Authenticate:
-    /// Bearer`, and a 2 MiB body refused with 413.
+    /// or "HOST:PORT"), then `checkRoutes`.
     static func check(upstream: String, in dir: String, name: String) async throws {
         let env = try await E2E.get()
         let (nginx, port) = try await blocking {
@@ -99,19 +97,146 @@ enum Deployment {
                                       values: ["UPSTREAM": upstream])
         }
         defer { nginx.stop() }
-
         let user = try await env.makeMailUser("deploy-\(name)")
-        let login = try await env.login(user.name, user.password, port: port)
+        try await checkRoutes(port: port, user: user, name: name)
+    }
+
+    /// Through the web server on `port`, routes under `prefix`: a token from
+    /// /token, a send that arrives, a 401 with `WWW-Authenticate: Bearer`,
+    /// and a 2 MiB body refused with 413. Returns the token.
+    @discardableResult
+    static func checkRoutes(port: Int, prefix: String = "", user: TestUser, name: String) async throws -> String {
+        let env = try await E2E.get()
+        let login = try await env.login(user.name, user.password, port: port, prefix: prefix)
         #expect(login.status == 200, "\(name): /token \(login)")
         let token = try #require(login.json?["access_token"] as? String, "\(name): no token in \(login)")
         let marker = uniqueMarker("deploy-\(name)")
-        let sent = try await env.send(token: token, to: "bob@example.org", subject: marker, message: "via \(name)", port: port)
+        let sent = try await env.send(token: token, to: "bob@example.org", subject: marker, message: "via \(name)", port: port,
+                                      prefix: prefix)
         #expect(sent.status == 200, "\(name): send \(sent)")
         _ = try await env.capture.waitForMessage(containing: marker)
-        let anonymous = try await env.send(token: nil, to: "bob@example.org", subject: "x", message: "x", port: port)
+        let anonymous = try await env.send(token: nil, to: "bob@example.org", subject: "x", message: "x", port: port,
+                                           prefix: prefix)
         #expect(anonymous.status == 401 && anonymous.header("WWW-Authenticate") == "Bearer", "\(name): \(anonymous)")
         let oversized = try await env.sendRaw(token: token, body: [UInt8](repeating: UInt8(ascii: " "), count: 2 << 20),
-                                              port: port)
+                                              port: port, prefix: prefix)
         #expect(oversized.status == 413, "\(name): \(oversized)")
+        return token
+    }
+
+    /// `count` sends at once with `token`, subjects "`prefix`-0"...: their
+    /// answers by subject.
+    static func sendAtOnce(_ count: Int, token: String, subjectPrefix: String, port: Int,
+                           prefix: String = "") async throws -> [String: HTTPResponse] {
+        let env = try await E2E.get()
+        return try await withThrowingTaskGroup(of: (String, HTTPResponse).self) { group in
+            for i in 0..<count {
+                let subject = "\(subjectPrefix)-\(i)"
+                group.addTask {
+                    (subject, try await env.send(token: token, to: "bob@example.org", subject: subject, message: "m",
+                                                 port: port, prefix: prefix))
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+    }
+}
+
+/// Apache httpd started by a test, from a private ServerRoot (as root, its
+/// workers run as www-data), with a shipped file of deploy/apache/ in its
+/// config.
+enum ApacheDeployment {
+    static let isRoot = getuid() == 0
+    static let workerUser = "www-data"
+
+    /// A data directory of its own for the Mailgate processes Apache
+    /// starts: under a root test run they run as Apache's worker user and
+    /// must own it (`handOver`), after its users are made.
+    static func dataDirectory(in dir: String) async throws -> String {
+        let env = try await E2E.get()
+        let data = dir + "/data"
+        try await env.cli(["init"], dataDir: data)
+        return data
+    }
+
+    /// Gives `dataDir` to Apache's worker user (when the tests run as root),
+    /// and lets it through the directories above.
+    static func handOver(_ dataDir: String) async throws {
+        guard isRoot else { return }
+        let env = try await E2E.get()
+        chmod(env.dir, 0o711)
+        let result = try await blocking {
+            try runTool("/bin/chown", ["-R", "\(workerUser):\(workerUser)", dataDir], in: env.dir)
+        }
+        guard result.ok else { throw HarnessError("chown \(dataDir): \(result.stderr)") }
+    }
+
+    /// deploy/apache/`name` with each of `replacing` substituted (each must
+    /// occur: the test follows the shipped file), written to `path`.
+    static func installShipped(_ name: String, to path: String, replacing: [(String, String)] = [],
+                               mode: mode_t = 0o644) throws {
+        var text = try String(contentsOfFile: E2E.repoRoot + "/deploy/apache/" + name, encoding: .utf8)
+        for (old, new) in replacing {
+            guard text.contains(old) else { throw HarnessError("deploy/apache/\(name) no longer contains \(old)") }
+            text = text.replacingOccurrences(of: old, with: new)
+        }
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        // Through a descriptor closed on exec, not Foundation's write: a child
+        // another test spawns meanwhile would inherit that one open for
+        // writing, and running the script would then fail (ETXTBSY, which
+        // mod_fcgid reports as its program exiting 255) while that child lives.
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw HarnessError("open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        var written = 0
+        while written < bytes.count {
+            let count = bytes.withUnsafeBytes { buffer in
+                buffer.baseAddress.map { write(fd, $0 + written, buffer.count - written) } ?? -1
+            }
+            guard count > 0 else { throw HarnessError("write \(path): \(String(cString: strerror(errno)))") }
+            written += count
+        }
+        fchmod(fd, mode)
+    }
+
+    /// What a shipped script's `serve` gets on top of its own options here:
+    /// the test CA and the tests' password rounds.
+    static var serveOptions: String {
+        get throws {
+            guard case .success(let env) = E2E.sharedResult else { throw HarnessError("main environment failed") }
+            return (["--ca-file", env.caBundle] + E2E.passwordIterations).joined(separator: " ")
+        }
+    }
+
+    /// Apache in the foreground on Tests/EndToEndTests/Fixtures/`template`
+    /// rendered into `prefix`; returns once it accepts.
+    static func start(template: String, prefix: String, name: String,
+                      values: [String: String] = [:]) async throws -> (Child, Int) {
+        var values = values
+        values["USER_LINES"] = isRoot ? "User \(workerUser)\nGroup \(workerUser)" : ""
+        let all = values
+        return try await blocking {
+            try E2E.startFromTemplate(prefix: prefix, name: name, template: template, values: all) { prefix in
+                ("/usr/sbin/apache2", ["-f", prefix + "/server.conf", "-DFOREGROUND"])
+            }
+        }
+    }
+
+    /// The pids of the log lines (Mailgate's request log: `pid=N` on each)
+    /// that contain every one of `parts`.
+    static func loggedPids(in log: String, containing parts: [String]) -> [Int] {
+        log.split(separator: "\n").compactMap { line in
+            guard parts.allSatisfy({ line.contains($0) }), let pid = line.range(of: " pid=") else { return nil }
+            return Int(line[pid.upperBound...].prefix { $0.isNumber })
+        }
+    }
+
+    /// Whether `pid` is a live process (not gone, not a zombie).
+    static func isRunning(_ pid: Int) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.range(of: ") ", options: .backwards) else { return false }
+        return stat[close.upperBound...].first != "Z"
     }
 }
