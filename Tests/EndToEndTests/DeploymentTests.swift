@@ -78,6 +78,97 @@ struct DeploymentTests {
         let score = line.split(separator: " ").compactMap { Double($0) }.first
         #expect(score.map { $0 < 2.0 } == true, "exposure: \(line) \(security.stderr.suffix(500))")
     }
+
+    // MARK: - Apache httpd
+
+    /// Apache mod_fcgid with the shipped deploy/apache/mailgate-fcgid.conf
+    /// and mailgate.fcgi: Apache starts Mailgate itself (its listening
+    /// socket as fd 0). The usual checks, then 12 sends at once: every one
+    /// 200, every mail arrives exactly once, and the request log shows
+    /// several Mailgate processes served them, on one data directory. When
+    /// Apache stops, its Mailgate processes end too.
+    @Test func apacheModFcgidRunsSeveralMailgateProcesses() async throws {
+        let env = try await E2E.get()
+        let dir = try Deployment.directory("fcgid")
+        let data = try await ApacheDeployment.dataDirectory(in: dir)
+        let user = try await env.makeMailUser("fcgid", dataDir: data)
+        let (apache, port, log) = try await Self.startFcgid(in: dir, dataDir: data)
+        defer { apache.stop() }
+
+        let token = try await Deployment.checkRoutes(port: port, user: user, name: "Apache mod_fcgid")
+        let subjects = uniqueMarker("fcgid-burst")
+        let answers = try await Deployment.sendAtOnce(12, token: token, subjectPrefix: subjects, port: port)
+        #expect(answers.values.allSatisfy { $0.status == 200 }, "\(answers.values.map(\.status))")
+        let delivered = try await env.capture.deliveries(ofSubjects: Set(answers.keys), timeout: 20)
+        #expect(delivered.count == 12 && delivered.values.allSatisfy { $0 == 1 }, "each mail exactly once: \(delivered)")
+
+        let served = ApacheDeployment.loggedPids(in: log(), containing: ["POST /smtp/send-email 200 user=\(user.name) "])
+        #expect(served.count == 13, "one log line per send: \(served)")
+        #expect(Set(served).count > 1, "several Mailgate processes served the sends: \(served)")
+        #expect(log().contains("mailgate listening on inherited fd 0"), "Mailgate served the socket mod_fcgid passed as fd 0")
+
+        apache.stop()
+        let pids = Set(served)
+        try await blocking {
+            try waitUntil("Apache's Mailgate processes \(pids.sorted()) to end", timeout: 10) {
+                !pids.contains(where: ApacheDeployment.isRunning)
+            }
+        }
+    }
+
+    /// A per-user send quota (`user limits --per-day 5`, counted in the
+    /// table every process maps) holds across the processes mod_fcgid runs:
+    /// of 12 sends at once exactly 5 are sent, the rest get 429, and more
+    /// than one process answered them.
+    @Test func apacheModFcgidQuotaHoldsAcrossProcesses() async throws {
+        let env = try await E2E.get()
+        let dir = try Deployment.directory("fcgid-quota")
+        let data = try await ApacheDeployment.dataDirectory(in: dir)
+        let user = try await env.makeMailUser("fcgid-quota", dataDir: data)
+        try await env.cli(["user", "limits", user.name, "--per-day", "5"], dataDir: data)
+        let (apache, port, log) = try await Self.startFcgid(in: dir, dataDir: data)
+        defer { apache.stop() }
+
+        let login = try await env.login(user.name, user.password, port: port)
+        let token = try #require(login.json?["access_token"] as? String, "\(login)")
+        let subjects = uniqueMarker("fcgid-quota")
+        let answers = try await Deployment.sendAtOnce(12, token: token, subjectPrefix: subjects, port: port)
+        let statuses = answers.values.map(\.status)
+        #expect(statuses.filter { $0 == 200 }.count == 5, "\(statuses)")
+        #expect(statuses.filter { $0 == 429 }.count == 7, "\(statuses)")
+        for refused in answers.values where refused.status == 429 {
+            #expect(refused.detail?.hasPrefix("Send quota exceeded (5 recipients per day)") == true, "\(refused)")
+        }
+        let sent = Set(answers.filter { $0.value.status == 200 }.keys)
+        let delivered = try await env.capture.deliveries(ofSubjects: sent, timeout: 10)
+        #expect(delivered.count == 5 && delivered.values.allSatisfy { $0 == 1 }, "each sent mail arrived once: \(delivered)")
+        let notSent = try await env.capture.deliveries(ofSubjects: Set(answers.keys).subtracting(sent), timeout: 0)
+        #expect(notSent.isEmpty, "nothing refused arrived: \(notSent)")
+        let answeredBy = ApacheDeployment.loggedPids(in: log(), containing: ["POST /smtp/send-email ", "user=\(user.name) "])
+        #expect(answeredBy.count == 12 && Set(answeredBy).count > 1, "several processes shared the quota: \(answeredBy)")
+    }
+
+    /// Apache with mod_fcgid and the shipped mailgate-fcgid.conf and
+    /// mailgate.fcgi (paths pointed at this test's) on `dataDir`, handed
+    /// over to Apache's worker user first. Returns Apache, its port and a
+    /// reader of its ErrorLog, where Mailgate's stderr goes.
+    static func startFcgid(in dir: String, dataDir: String) async throws -> (Child, Int, @Sendable () -> String) {
+        let env = try await E2E.get()
+        let bin = dir + "/bin"
+        try ApacheDeployment.installShipped("mailgate.fcgi", to: bin + "/mailgate.fcgi", replacing: [
+            ("/usr/bin/mailgate", env.bin), ("/var/lib/mailgate", dataDir),
+            ("--threads 1", "--threads 1 " + (try ApacheDeployment.serveOptions)),
+        ], mode: 0o755)
+        try ApacheDeployment.installShipped("mailgate-fcgid.conf", to: dir + "/apache-mailgate.conf",
+                                            replacing: [("/usr/local/lib/mailgate", bin)])
+        try await ApacheDeployment.handOver(dataDir)
+        let prefix = dir + "/apache"
+        let (apache, port) = try await ApacheDeployment.start(template: "deployment-apache-fcgid.conf.in", prefix: prefix,
+                                                              name: "apache-fcgid",
+                                                              values: ["MAILGATE_CONF": dir + "/apache-mailgate.conf"])
+        let log = prefix + "/error.log"
+        return (apache, port, { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" })
+    }
 }
 
 enum Deployment {
