@@ -148,6 +148,54 @@ struct DeploymentTests {
         #expect(answeredBy.count == 12 && Set(answeredBy).count > 1, "several processes shared the quota: \(answeredBy)")
     }
 
+    /// Shared hosting: Apache mod_cgi runs the shipped deploy/apache/cgi/
+    /// mailgate.cgi once per request (plain CGI: fd 0 is no socket), routed
+    /// by the shipped .htaccess. The usual checks under /mail, each request
+    /// in a process of its own; and a copy of the directory whose .htaccess
+    /// lacks `CGIPassAuth On` gets a clear 401 for a good token, since
+    /// Apache then keeps the Authorization header from the program.
+    @Test func apacheModCgiOneProcessPerRequest() async throws {
+        let env = try await E2E.get()
+        let dir = try Deployment.directory("cgi")
+        let data = try await ApacheDeployment.dataDirectory(in: dir)
+        let user = try await env.makeMailUser("cgi", dataDir: data)
+        try await ApacheDeployment.handOver(data)
+        let prefix = dir + "/apache"
+        let script: [(String, String)] = [
+            ("/usr/bin/mailgate", env.bin), ("/var/lib/mailgate", data),
+            ("--base-path", try ApacheDeployment.serveOptions + " --base-path"),
+        ]
+        for (site, passesAuthorization) in [("mail", true), ("bare", false)] {
+            try ApacheDeployment.installShipped("cgi/.htaccess", to: "\(prefix)/htdocs/\(site)/.htaccess",
+                                                replacing: passesAuthorization ? [] : [("CGIPassAuth On\n", "")])
+            try ApacheDeployment.installShipped("cgi/mailgate.cgi", to: "\(prefix)/htdocs/\(site)/mailgate.cgi",
+                                                replacing: script, mode: 0o755)
+        }
+        let (apache, port) = try await ApacheDeployment.start(template: "deployment-apache-cgi.conf.in", prefix: prefix,
+                                                              name: "apache-cgi")
+        defer { apache.stop() }
+
+        let token = try await Deployment.checkRoutes(port: port, prefix: "/mail", user: user, name: "Apache mod_cgi")
+        let withoutPassAuth = try await env.send(token: token, to: "bob@example.org", subject: "x", message: "x", port: port,
+                                                 prefix: "/bare")
+        #expect(withoutPassAuth.status == 401, "\(withoutPassAuth)")
+        #expect(withoutPassAuth.header("WWW-Authenticate") == "Bearer")
+        #expect(withoutPassAuth.detail == "Not authenticated", "\(withoutPassAuth)")
+
+        // mod_cgi logs a program's stderr as it reads it: maybe after the answer.
+        let log = prefix + "/error.log", name = user.name
+        let pids = try await blocking {
+            var pids: [Int] = []
+            try waitUntil("the request log lines of \(name) in \(log)", timeout: 5) {
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                pids = ApacheDeployment.loggedPids(in: text, containing: ["user=\(name) "])
+                return pids.count >= 2
+            }
+            return pids
+        }
+        #expect(Set(pids).count == pids.count, "one Mailgate process per request: \(pids)")
+    }
+
     /// Apache with mod_fcgid and the shipped mailgate-fcgid.conf and
     /// mailgate.fcgi (paths pointed at this test's) on `dataDir`, handed
     /// over to Apache's worker user first. Returns Apache, its port and a
