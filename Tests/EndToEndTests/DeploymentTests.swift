@@ -196,6 +196,49 @@ struct DeploymentTests {
         #expect(Set(pids).count == pids.count, "one Mailgate process per request: \(pids)")
     }
 
+    /// Apache mod_proxy_fcgi with the shipped deploy/apache/
+    /// mailgate-proxy-fcgi.conf in front of `mailgate serve --socket`: the
+    /// usual checks, and a chunked 40 KB send (mod_proxy_fcgi passes it on
+    /// with no CONTENT_LENGTH) is sent whole.
+    @Test func apacheModProxyFcgiBehindTheShippedConfig() async throws {
+        let env = try await E2E.get()
+        let dir = try Deployment.directory("proxy-fcgi")
+        let socket = dir + "/mailgate.sock"
+        // 0666 here so Apache's worker user gets in; the shipped note says group www-data, 0660.
+        let mailgate = try await blocking {
+            try E2E.startMailgate(bin: env.bin, dataDir: env.dataDir, socket: socket, log: dir + "/mailgate.log",
+                                  extra: ["--ca-file", env.caBundle, "--threads", "4", "--socket-mode", "0666"], in: dir)
+        }
+        defer { mailgate.stop() }
+        if ApacheDeployment.isRoot { chmod(env.dir, 0o711) }
+        let conf = dir + "/apache-mailgate.conf"
+        try ApacheDeployment.installShipped("mailgate-proxy-fcgi.conf", to: conf,
+                                            replacing: [("/run/mailgate/mailgate.sock", socket)])
+        let (apache, port) = try await ApacheDeployment.start(template: "deployment-apache-proxy-fcgi.conf.in",
+                                                              prefix: dir + "/apache", name: "apache-proxy-fcgi",
+                                                              values: ["MAILGATE_CONF": conf])
+        defer { apache.stop() }
+
+        let user = try await env.makeMailUser("proxy-fcgi")
+        let token = try await Deployment.checkRoutes(port: port, user: user, name: "Apache mod_proxy_fcgi")
+        let marker = uniqueMarker("chunked")
+        let json = try JSONSerialization.data(withJSONObject: [
+            "to": "bob@example.org", "subject": marker, "message": String(repeating: "chunked body ", count: 3000),
+        ])
+        var chunked: [UInt8] = []
+        for start in stride(from: 0, to: json.count, by: 8000) {
+            let piece = json[start..<min(start + 8000, json.count)]
+            chunked += Array("\(String(piece.count, radix: 16))\r\n".utf8) + piece + Array("\r\n".utf8)
+        }
+        chunked += Array("0\r\n\r\n".utf8)
+        let sent = try await env.http(HTTP.request("POST", "/smtp/send-email", headers: [
+            ("Content-Type", "application/json"), ("Authorization", "Bearer \(token)"), ("Transfer-Encoding", "chunked"),
+        ], body: chunked, omitContentLength: true), port: port)
+        #expect(sent.status == 200, "\(sent)")
+        let arrived = try await env.capture.waitForMessage(containing: marker)
+        #expect(arrived.raw.count > json.count - 1000, "the whole message arrived")
+    }
+
     /// Apache with mod_fcgid and the shipped mailgate-fcgid.conf and
     /// mailgate.fcgi (paths pointed at this test's) on `dataDir`, handed
     /// over to Apache's worker user first. Returns Apache, its port and a
