@@ -44,14 +44,17 @@ public struct CGIRequest: Sendable {
 /// What became of the request body. The reader never buffers more than the
 /// configured limit, so an oversized body is refused without being read whole.
 public enum CGIRequestBody: Sendable, Equatable {
-    /// The body, exactly `CONTENT_LENGTH` bytes (empty when there was none).
+    /// The body, exactly `CONTENT_LENGTH` bytes (empty when there was none),
+    /// or, over FastCGI without `CONTENT_LENGTH`, the whole FCGI_STDIN stream.
     case complete([UInt8])
-    /// `CONTENT_LENGTH` exceeds the limit; the body was not read.
+    /// `CONTENT_LENGTH` exceeds the limit; the body was not read. (Without
+    /// `CONTENT_LENGTH`: `declared` is what was read before the limit passed.)
     case tooLarge(declared: Int, limit: Int)
     /// `CONTENT_LENGTH` is not a non-negative decimal number.
     case invalidLength(String)
-    /// The peer sent fewer bytes than `CONTENT_LENGTH` announced.
-    case incomplete(declared: Int, received: Int)
+    /// The peer sent fewer bytes than `CONTENT_LENGTH` announced (nil: none
+    /// was, and the FCGI_STDIN stream broke off before its end).
+    case incomplete(declared: Int?, received: Int)
 }
 
 /// A response: serialised as CGI (`Status:` line, headers, blank line, body)

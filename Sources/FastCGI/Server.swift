@@ -298,11 +298,19 @@ private final class Worker {
             }
         }
         let body: CGIRequestBody
-        switch BodyPolicy.decide(contentLength: params["CONTENT_LENGTH"], limit: server.configuration.maxBodyBytes) {
-        case .refuse(let refusal):
-            body = refusal
-        case .read(let length):
-            body = Self.readBody(length: length, from: request.pointee.in)
+        let limit = server.configuration.maxBodyBytes
+        if (params["CONTENT_LENGTH"] ?? "").isEmpty {
+            // No length: Apache mod_proxy_fcgi passes a chunked body it has
+            // not read whole this way. FastCGI ends the input with an empty
+            // FCGI_STDIN record (nginx sends it at once when there is no body).
+            body = Self.readBodyToEnd(limit: limit, from: request.pointee.in)
+        } else {
+            switch BodyPolicy.decide(contentLength: params["CONTENT_LENGTH"], limit: limit) {
+            case .refuse(let refusal):
+                body = refusal
+            case .read(let length):
+                body = Self.readBody(length: length, from: request.pointee.in)
+            }
         }
         return CGIRequest(params: params, body: body)
     }
@@ -331,6 +339,23 @@ private final class Worker {
             }
         }
         return received == length ? .complete(body) : .incomplete(declared: length, received: received)
+    }
+
+    /// The FCGI_STDIN stream up to its end record, refused as too large once
+    /// it passes `limit` (what is left is then discarded by `finish`).
+    private static func readBodyToEnd(limit: Int, from stream: UnsafeMutablePointer<FCGX_Stream>?) -> CGIRequestBody {
+        guard let stream else { return .complete([]) }
+        var body: [UInt8] = []
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64 * 1024) { scratch in
+            guard let base = scratch.baseAddress else { return }
+            while body.count <= limit {
+                let count = Int(FCGX_GetStr(base, Int32(scratch.count), stream))
+                if count > 0 { body.append(contentsOf: UnsafeRawBufferPointer(start: base, count: count)) }
+                if count < scratch.count { return }  // the end record, or the stream broke off
+            }
+        }
+        if body.count > limit { return .tooLarge(declared: body.count, limit: limit) }
+        return FCGX_GetError(stream) == 0 ? .complete(body) : .incomplete(declared: nil, received: body.count)
     }
 }
 

@@ -127,8 +127,10 @@ final class RequestContext {
         case .complete(let bytes): return bytes
         case .tooLarge(_, let limit): throw APIError(413, .bodyTooLarge, "Request body too large (limit \(limit) bytes)")
         case .invalidLength: throw APIError(400, .invalidRequest, "Invalid Content-Length header")
-        case .incomplete(let declared, let received):
+        case .incomplete(let declared?, let received):
             throw APIError(400, .invalidRequest, "Request body incomplete: Content-Length is \(declared) but \(received) bytes arrived")
+        case .incomplete(nil, let received):
+            throw APIError(400, .invalidRequest, "Request body incomplete: the input broke off after \(received) bytes")
         }
     }
 }

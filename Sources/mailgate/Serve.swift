@@ -84,6 +84,9 @@ struct Serve: ParsableCommand {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
+            // Several processes can share one log (Apache mod_fcgid runs a
+            // few and sends their stderr to its ErrorLog): say whose line it is.
+            handler.metadata = ["pid": "\(getpid())"]
             return handler
         }
         let logger = Logger(label: "mailgate")

@@ -112,6 +112,56 @@ import Glibc
         #expect(try small.http().text == "read")
     }
 
+    /// Apache mod_proxy_fcgi passes a chunked request body it has not read
+    /// whole with no CONTENT_LENGTH: the body is the FCGI_STDIN stream up to
+    /// its end record, read whole within the limit and refused (413) past it;
+    /// and with no body at all, nothing waits.
+    @Test func bodyWithoutContentLengthIsReadToTheEndOfInput() async throws {
+        let (dir, path) = try Self.socketPath()
+        defer { dir.remove() }
+        let seen = Locked<[CGIRequestBody]>([])
+        let running = try InProcessServer.start(.init(address: .unix(path: path, mode: 0o600), threads: 2,
+                                                      maxBodyBytes: 100_000)) { request in
+            seen.withLock { $0.append(request.body) }
+            switch request.body {
+            case .complete(let body): return textResponse("read \(body.count) bytes, sum \(body.reduce(0) { $0 + Int($1) })")
+            case .tooLarge(_, let limit): return textResponse("too large: over \(limit)", status: 413)
+            default: return textResponse("\(request.body)", status: 400)
+            }
+        }
+        defer { try? running.stop() }
+
+        func send(_ body: [UInt8], chunk: Int) async throws -> HTTPResponse {
+            let records = FastCGIClient.requestRecords(
+                params: FastCGIClient.params(uri: "/chunked", extra: [("HTTP_TRANSFER_ENCODING", "chunked")]),
+                stdin: body, chunk: chunk)
+            return try await blocking { try FastCGIClient.exchange(.unix(path), records: records, timeout: 10).http() }
+        }
+        // Within the limit, in many small FCGI_STDIN records: read whole.
+        let body = (0..<90_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let whole = try await send(body, chunk: 1000)
+        #expect(whole.status == 200)
+        #expect(whole.text == "read 90000 bytes, sum \(body.reduce(0) { $0 + Int($1) })")
+        // Over it: the handler's 413 arrives, and the worker serves on.
+        let over = try await send([UInt8](repeating: 0x61, count: 300_000), chunk: 65535)
+        #expect(over.status == 413)
+        #expect(over.text == "too large: over 100000")
+        let none = try await send([], chunk: 65535)
+        #expect(none.text == "read 0 bytes, sum 0")
+        let recorded = seen.value
+        #expect(recorded.count == 3)
+        if recorded.count == 3 {
+            let readWhole = recorded[0] == .complete(body)  // not printed on failure: 90,000 bytes
+            #expect(readWhole, "the handler saw the whole body")
+            if case .tooLarge(let read, let limit) = recorded[1] {
+                #expect(limit == 100_000 && read > limit && read <= limit + 65536, "stopped reading soon after the limit: \(read)")
+            } else {
+                Issue.record("expected tooLarge, got \(recorded[1])")
+            }
+            #expect(recorded[2] == .complete([]))
+        }
+    }
+
     @Test func stopLetsRequestsInFlightFinishThenRunReturnsAndTheSocketFileIsGone() async throws {
         let (dir, path) = try Self.socketPath()
         defer { dir.remove() }

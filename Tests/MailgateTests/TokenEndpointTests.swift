@@ -165,6 +165,7 @@ import Store
         (CGIRequestBody.tooLarge(declared: 5_000_000, limit: 1 << 20), 413, "body_too_large"),
         (CGIRequestBody.invalidLength("-1"), 400, "invalid_request"),
         (CGIRequestBody.incomplete(declared: 100, received: 10), 400, "invalid_request"),
+        (CGIRequestBody.incomplete(declared: nil, received: 10), 400, "invalid_request"),
     ])
     func bodyProblemsGetTheirStatus(body: CGIRequestBody, status: Int, code: String) throws {
         let fixture = try AppFixture()

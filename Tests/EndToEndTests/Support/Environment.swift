@@ -231,18 +231,19 @@ final class E2E: Sendable {
         }
     }
 
-    /// A fresh user (unique name from `prefix`), optionally with an SMTP integration.
-    func makeUser(_ prefix: String, smtp: SMTPTarget? = nil) async throws -> TestUser {
+    /// A fresh user (unique name from `prefix`), optionally with an SMTP
+    /// integration, in `dataDir` (default: the main data directory).
+    func makeUser(_ prefix: String, smtp: SMTPTarget? = nil, dataDir: String? = nil) async throws -> TestUser {
         let name = "\(prefix)-\(Counter.shared.next())"
         let password = "Pw-\(name)-\(UInt32.random(in: 0 ..< .max))"
-        try await cli(["user", "add", name] + E2E.passwordIterations, stdin: password)
-        if let smtp { try await setIntegration(name, smtp) }
+        try await cli(["user", "add", name] + E2E.passwordIterations, stdin: password, dataDir: dataDir)
+        if let smtp { try await setIntegration(name, smtp, dataDir: dataDir) }
         return TestUser(name: name, password: password)
     }
 
     /// A user whose mail goes to the main capture server (STARTTLS + AUTH).
-    func makeMailUser(_ prefix: String) async throws -> TestUser {
-        try await makeUser(prefix, smtp: mainCaptureTarget)
+    func makeMailUser(_ prefix: String, dataDir: String? = nil) async throws -> TestUser {
+        try await makeUser(prefix, smtp: mainCaptureTarget, dataDir: dataDir)
     }
 
     var mainCaptureTarget: SMTPTarget {
@@ -250,12 +251,12 @@ final class E2E: Sendable {
                    from: "sender@example.com", fromName: "Mailgate Tester")
     }
 
-    func setIntegration(_ user: String, _ smtp: SMTPTarget) async throws {
+    func setIntegration(_ user: String, _ smtp: SMTPTarget, dataDir: String? = nil) async throws {
         var arguments = ["integration", "set", user, "--host", smtp.host, "--port", String(smtp.port),
                          "--security", smtp.security, "--from", smtp.from]
         if let name = smtp.fromName { arguments += ["--from-name", name] }
         if let login = smtp.username { arguments += ["--username", login] }
-        try await cli(arguments, stdin: smtp.username == nil ? nil : (smtp.password ?? ""))
+        try await cli(arguments, stdin: smtp.username == nil ? nil : (smtp.password ?? ""), dataDir: dataDir)
     }
 
     /// A token minted by the CLI (no KDF work).
@@ -281,25 +282,27 @@ final class E2E: Sendable {
         return try await blocking { try HTTP.exchange(port: target, raw, halfClose: halfClose, timeout: timeout) }
     }
 
-    /// POST /token with a form body.
-    func login(_ user: String, _ password: String, port: Int? = nil) async throws -> HTTPResponse {
+    /// POST /token with a form body (`prefix`: a path before the route, e.g. "/mail").
+    func login(_ user: String, _ password: String, port: Int? = nil, prefix: String = "") async throws -> HTTPResponse {
         let body = "grant_type=password&username=\(formEncode(user))&password=\(formEncode(password))"
-        return try await http(HTTP.request("POST", "/token",
+        return try await http(HTTP.request("POST", prefix + "/token",
                                            headers: [("Content-Type", "application/x-www-form-urlencoded")],
                                            body: Array(body.utf8)), port: port)
     }
 
     /// POST /smtp/send-email with a JSON object built from `fields`.
-    func send(token: String?, to: String, subject: String, message: String, port: Int? = nil) async throws -> HTTPResponse {
+    func send(token: String?, to: String, subject: String, message: String, port: Int? = nil,
+              prefix: String = "") async throws -> HTTPResponse {
         let object: [String: String] = ["to": to, "subject": subject, "message": message]
         let body = try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])
-        return try await sendRaw(token: token, body: [UInt8](body), port: port)
+        return try await sendRaw(token: token, body: [UInt8](body), port: port, prefix: prefix)
     }
 
-    func sendRaw(token: String?, body: [UInt8], contentType: String = "application/json", port: Int? = nil) async throws -> HTTPResponse {
+    func sendRaw(token: String?, body: [UInt8], contentType: String = "application/json", port: Int? = nil,
+                 prefix: String = "") async throws -> HTTPResponse {
         var headers = [("Content-Type", contentType)]
         if let token { headers.append(("Authorization", "Bearer \(token)")) }
-        return try await http(HTTP.request("POST", "/smtp/send-email", headers: headers, body: body), port: port)
+        return try await http(HTTP.request("POST", prefix + "/smtp/send-email", headers: headers, body: body), port: port)
     }
 
     /// One request in plain CGI mode: `mailgate serve` with the CGI variables
