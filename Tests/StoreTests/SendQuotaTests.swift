@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Store
+import Crypto
 
 /// Issue 10, item 5: send counting for quotas, shared by every process.
 @Suite struct SendQuotaTests {
@@ -85,5 +86,22 @@ import Testing
         #expect(throws: StoreError.userNotFound("nobody")) { try t.store.setSendQuota(quota, for: "nobody") }
         #expect(FileManager.default.fileExists(atPath: SQLiteStore.countersPath(for: t.path)))
         #expect(SQLiteStore.countersPath(for: "/d/mailgate.sqlite") == "/d/mailgate-counters.map")
+    }
+
+    /// `sudo mailgate user limits ...` must not leave a counters file that
+    /// the service's own user cannot open: root gives it the database's owner.
+    @Test(.enabled(if: geteuid() == 0, "only root can create files for another user"))
+    func countersCreatedByRootBelongToTheDatabasesOwner() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mailgate-owner-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/mailgate.sqlite"
+        #expect(FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]))
+        #expect(chown(path, 4321, 4322) == 0)
+        _ = try SQLiteStore(path: path, secretBox: SecretBox(key: [UInt8](repeating: 5, count: 32)))
+        var info = stat()
+        #expect(stat(SQLiteStore.countersPath(for: path), &info) == 0)
+        #expect(info.st_uid == 4321 && info.st_gid == 4322)
+        #expect(info.st_mode & 0o777 == 0o600)
     }
 }

@@ -20,8 +20,8 @@ public final class SQLiteStore: Store {
     public init(path: String, secretBox: SecretBox) throws(StoreError) {
         seal = PasswordSeal(box: secretBox)
         credentialsReader = try CredentialsReader(path: path, seal: seal)
-        sendCounter = try SendCounter(path: Self.countersPath(for: path))
         try Self.createPrivateFileIfMissing(path)
+        sendCounter = try SendCounter(path: Self.countersPath(for: path), ownerOf: path)
         do {
             pool = try DatabasePool(path: path, configuration: SQLiteSchema.configuration())
         } catch {

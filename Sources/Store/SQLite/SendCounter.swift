@@ -35,9 +35,12 @@ final class SendCounter: @unchecked Sendable {  // the mapping is only touched u
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     /// Maps the file at `path`, creating and initialising it (mode 0600) if
-    /// it does not exist; several processes may do this at once.
-    init(path: String) throws(StoreError) {
-        let fd = try Self.openOrCreate(path)
+    /// it does not exist; several processes may do this at once. Created by
+    /// root (a `mailgate` command run with sudo), it gets the owner of
+    /// `databasePath`, as SQLite does with its -wal and -shm files, so the
+    /// service's own user can still open it.
+    init(path: String, ownerOf databasePath: String) throws(StoreError) {
+        let fd = try Self.openOrCreate(path, ownerOf: databasePath)
         defer { closeDescriptor(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw Self.failure("fstat \(path)", errno) }
@@ -170,7 +173,7 @@ final class SendCounter: @unchecked Sendable {  // the mapping is only touched u
     /// Opens the file, or creates it under a temporary name, initialises
     /// header and mutex there and links it into place, so no process ever
     /// maps a half-made table; the loser of a race opens the winner's.
-    private static func openOrCreate(_ path: String) throws(StoreError) -> Int32 {
+    private static func openOrCreate(_ path: String, ownerOf databasePath: String) throws(StoreError) -> Int32 {
         let existing = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
         if existing >= 0 { return existing }
         guard errno == ENOENT else { throw failure("open \(path)", errno) }
@@ -181,6 +184,10 @@ final class SendCounter: @unchecked Sendable {  // the mapping is only touched u
         defer { unlink(temporary) }
         do throws(StoreError) {
             guard fchmod(fd, 0o600) == 0 else { throw failure("fchmod \(temporary)", errno) }
+            var database = stat()
+            if geteuid() == 0, stat(databasePath, &database) == 0, database.st_uid != 0 || database.st_gid != 0 {
+                guard fchown(fd, database.st_uid, database.st_gid) == 0 else { throw failure("fchown \(temporary)", errno) }
+            }
             guard ftruncate(fd, off_t(fileSize)) == 0 else { throw failure("ftruncate \(temporary)", errno) }
             guard let mapped = mmap(nil, headerSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
                 throw failure("mmap \(temporary)", errno)
