@@ -74,13 +74,18 @@ public final class Application: Sendable {
         // Tenths of a millisecond, formatted without Foundation's printf.
         let tenths = elapsed.components.seconds * 10_000 + elapsed.components.attoseconds / 100_000_000_000_000
         let facts = context.log
-        // Method and path come from the client, the outcome may quote an SMTP
-        // server: escaped, so none of them can forge a field of the line.
-        var line = "\(RequestLog.token(context.request.method)) \(context.path.map(RequestLog.token) ?? "-") \(status)"
-        line += " user=\(facts.user ?? "-") duration_ms=\(tenths / 10).\(tenths % 10)"
-        if let outcome = facts.outcome { line += " smtp=\(RequestLog.quoted(outcome))" }
-        if let messageID = facts.messageID { line += " message_id=<\(messageID)>" }
-        logger.info("\(line)")
+        // Raw values: the log handler quotes (logfmt) or escapes (JSON)
+        // whatever a client or an SMTP server could use to forge a field.
+        var fields: Logger.Metadata = [
+            "method": .string(context.request.method),
+            "path": .string(context.path ?? "-"),
+            "status": .stringConvertible(status),
+            "user": .string(facts.user ?? "-"),
+            "duration_ms": .string("\(tenths / 10).\(tenths % 10)"),
+        ]
+        if let outcome = facts.outcome { fields["smtp"] = .string(outcome) }
+        if let messageID = facts.messageID { fields["message_id"] = .string("<\(messageID)>") }
+        logger.info("request", metadata: fields)
     }
 }
 
@@ -141,23 +146,6 @@ struct RequestLog {
     /// The SMTP server's answer, or why the request failed (never a secret).
     var outcome: String?
     var messageID: String?
-
-    /// `text` as one space-free field: bytes outside printable ASCII, space,
-    /// `"` and `%` percent-encoded.
-    static func token(_ text: String) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count)
-        for byte in text.utf8 {
-            if byte > 0x20 && byte < 0x7F && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "%") {
-                out.append(byte)
-            } else {
-                out.append(contentsOf: "%".utf8)
-                out.append(hexDigits[Int(byte >> 4)])
-                out.append(hexDigits[Int(byte & 0xF)])
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 
     /// `text` in double quotes, with `"` and `\\` escaped by a backslash and
     /// control characters as `\\xNN`: it cannot end the quoted field early.

@@ -52,6 +52,9 @@ struct Serve: ParsableCommand {
     var quotaPerMinute: Int = 0
     @Option(name: .customLong("quota-per-hour"), help: "The same per hour.") var quotaPerHour: Int = 0
     @Option(name: .customLong("quota-per-day"), help: "The same per day.") var quotaPerDay: Int = 0
+    @Option(name: .customLong("log-format"),
+            help: "logfmt (ts=... level=... pid=... msg=... then named fields) or json (one object per line).")
+    var logFormat: String = "logfmt"
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -67,6 +70,7 @@ struct Serve: ParsableCommand {
         }
         guard poolSize >= 0 else { throw ValidationError("--pool-size must be 0 or more") }
         guard maxMessagesPerConnection >= 1 else { throw ValidationError("--max-messages-per-connection must be at least 1") }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be logfmt or json") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if !basePath.isEmpty && (!basePath.hasPrefix("/") || basePath.hasSuffix("/")) {
             throw ValidationError("--base-path must start with / and not end with / (e.g. /api)")
@@ -81,12 +85,12 @@ struct Serve: ParsableCommand {
         setenv("TZ", ":/etc/localtime", 0)
         tzset()
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+        let format = LogFormat(rawValue: logFormat) ?? .logfmt
+        LoggingSystem.bootstrap { _ in
+            // Every line carries pid=: several processes can share one log
+            // (Apache mod_fcgid runs a few and sends their stderr to its ErrorLog).
+            var handler = LineLogHandler(format: format)
             handler.logLevel = level
-            // Several processes can share one log (Apache mod_fcgid runs a
-            // few and sends their stderr to its ErrorLog): say whose line it is.
-            handler.metadata = ["pid": "\(getpid())"]
             return handler
         }
         let logger = Logger(label: "mailgate")

@@ -166,6 +166,30 @@ struct CoreTests {
         #expect(post.header("Allow") == "GET")
     }
 
+    /// Issue 11: `serve --log-format json` writes one JSON object per line,
+    /// every field named (here a plain CGI request: its log goes to stderr).
+    @Test func jsonLogLinesParseOneByOne() async throws {
+        let env = try await E2E.get()
+        let (response, result) = try await env.cgi(method: "GET", uri: "/health", extraArguments: ["--log-format", "json"])
+        #expect(response.status == 200, "\(response) \(result.stderr)")
+        let lines = result.stderr.split(separator: "\n")
+        #expect(!lines.isEmpty)
+        var requests: [[String: Any]] = []
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                                      "not a JSON object: \(line)")
+            #expect(object["ts"] is String && object["level"] is String && object["pid"] is Int)
+            if object["msg"] as? String == "request" { requests.append(object) }
+        }
+        #expect(requests.count == 1, "\(result.stderr)")
+        #expect(requests.first?["method"] as? String == "GET" && requests.first?["path"] as? String == "/health")
+        #expect(requests.first?["status"] as? Int == 200 && requests.first?["duration_ms"] is Double)
+
+        let bad = try await env.cliResult(["serve", "--log-format", "xml"])
+        #expect(bad.status == .exited(64))
+        #expect(bad.stderr.contains("--log-format must be logfmt or json"), "\(bad.stderr)")
+    }
+
     @Test func otherPathIs404() async throws {
         let env = try await E2E.get()
         for path in ["/smtp/send-emails", "/"] {

@@ -102,7 +102,7 @@ struct DeploymentTests {
         let delivered = try await env.capture.deliveries(ofSubjects: Set(answers.keys), timeout: 20)
         #expect(delivered.count == 12 && delivered.values.allSatisfy { $0 == 1 }, "each mail exactly once: \(delivered)")
 
-        let served = ApacheDeployment.loggedPids(in: log(), containing: ["POST /smtp/send-email 200 user=\(user.name) "])
+        let served = ApacheDeployment.loggedPids(in: log(), containing: ["method=POST path=/smtp/send-email status=200 user=\(user.name) "])
         #expect(served.count == 13, "one log line per send: \(served)")
         #expect(Set(served).count > 1, "several Mailgate processes served the sends: \(served)")
         #expect(log().contains("mailgate listening on inherited fd 0"), "Mailgate served the socket mod_fcgid passed as fd 0")

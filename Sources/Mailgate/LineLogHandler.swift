@@ -1,0 +1,120 @@
+import JSON
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How `serve` writes its log: one line per message on stderr, every field
+/// named. logfmt (`ts=... level=info pid=42 msg=request method=POST ...`)
+/// or JSON (one object per line, for `jq` and log shippers).
+public enum LogFormat: String, Sendable, CaseIterable {
+    case logfmt
+    case json
+}
+
+/// The log handler of `serve`. Each line is built whole and written with
+/// one write(2), so lines of the worker threads (and of several processes
+/// sharing one log, as under Apache mod_fcgid) never interleave. Field
+/// values come from clients and SMTP servers: logfmt quotes and escapes any
+/// value that is not a plain token, JSON escapes as JSON, so no value can
+/// forge a field or a line.
+public struct LineLogHandler: LogHandler {
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
+    public let format: LogFormat
+    private let pid: Int32
+    private let fd: Int32
+
+    /// Fields printed first, in this order, when present; the rest follow
+    /// sorted by name.
+    static let leadingFields = ["method", "path", "status", "user", "duration_ms", "smtp", "message_id"]
+    /// JSON numbers rather than strings.
+    static let numericFields: Set<String> = ["status", "duration_ms"]
+
+    public init(format: LogFormat, fd: Int32 = 2) {
+        self.format = format
+        self.pid = getpid()
+        self.fd = fd
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var fields = metadata
+        if let extra = event.metadata { fields.merge(extra) { $1 } }
+        let line = Self.render(format: format, timestamp: Self.timestamp(), level: event.level, pid: pid,
+                               message: "\(event.message)", fields: fields)
+        line.withUnsafeBufferPointer { bytes in
+            var offset = 0
+            while offset < bytes.count, let base = bytes.baseAddress {
+                let written = write(fd, base + offset, bytes.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return }  // nowhere left to report it
+                offset += written
+            }
+        }
+    }
+
+    /// One line, newline included.
+    static func render(format: LogFormat, timestamp: String, level: Logger.Level, pid: Int32, message: String,
+                       fields: Logger.Metadata) -> [UInt8] {
+        var ordered: [(String, String)] = []
+        for key in leadingFields { if let value = fields[key] { ordered.append((key, "\(value)")) } }
+        for key in fields.keys.sorted() where !leadingFields.contains(key) {
+            if let value = fields[key] { ordered.append((key, "\(value)")) }
+        }
+        switch format {
+        case .logfmt:
+            var line = "ts=\(timestamp) level=\(level.rawValue) pid=\(pid) msg=\(logfmtValue(message))"
+            for (key, value) in ordered { line += " \(key)=\(logfmtValue(value))" }
+            return Array((line + "\n").utf8)
+        case .json:
+            var members: [(String, JSONValue)] = [
+                ("ts", .string(timestamp)), ("level", .string(level.rawValue)), ("pid", .number(String(pid))),
+                ("msg", .string(message)),
+            ]
+            for (key, value) in ordered {
+                if numericFields.contains(key), isPlainDecimal(value) {
+                    members.append((key, .number(value)))
+                } else {
+                    members.append((key, .string(value)))
+                }
+            }
+            return JSONWriter.encode(.object(members)) + [UInt8(ascii: "\n")]
+        }
+    }
+
+    /// Digits, optionally one dot and more digits: a valid JSON number.
+    static func isPlainDecimal(_ text: String) -> Bool {
+        let parts = text.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        return (1...2).contains(parts.count)
+            && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy { (0x30...0x39).contains($0) } }
+    }
+
+    /// A plain token as it is; anything else in double quotes, with `"` and
+    /// `\` escaped and control bytes as `\xNN`.
+    static func logfmtValue(_ value: String) -> String {
+        let plain = !value.isEmpty && value.utf8.allSatisfy { byte in
+            byte > 0x20 && byte < 0x7F && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "=")
+                && byte != UInt8(ascii: "\\")
+        }
+        return plain ? value : RequestLog.quoted(value)
+    }
+
+    /// UTC, millisecond precision: 2026-11-29T10:01:28.123Z.
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        let millis = now.tv_nsec / 1_000_000
+        let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(ms)Z"
+    }
+}
