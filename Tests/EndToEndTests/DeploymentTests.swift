@@ -144,7 +144,7 @@ struct DeploymentTests {
         #expect(delivered.count == 5 && delivered.values.allSatisfy { $0 == 1 }, "each sent mail arrived once: \(delivered)")
         let notSent = try await env.capture.deliveries(ofSubjects: Set(answers.keys).subtracting(sent), timeout: 0)
         #expect(notSent.isEmpty, "nothing refused arrived: \(notSent)")
-        let answeredBy = ApacheDeployment.loggedPids(in: log(), containing: ["POST /smtp/send-email ", "user=\(user.name) "])
+        let answeredBy = ApacheDeployment.loggedPids(in: log(), containing: ["method=POST path=/smtp/send-email ", "user=\(user.name) "])
         #expect(answeredBy.count == 12 && Set(answeredBy).count > 1, "several processes shared the quota: \(answeredBy)")
     }
 
