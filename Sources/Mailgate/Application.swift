@@ -74,18 +74,21 @@ public final class Application: Sendable {
         // Tenths of a millisecond, formatted without Foundation's printf.
         let tenths = elapsed.components.seconds * 10_000 + elapsed.components.attoseconds / 100_000_000_000_000
         let facts = context.log
-        // Raw values: the log handler quotes (logfmt) or escapes (JSON)
+        // Raw values: the line writer quotes (logfmt) or escapes (JSON)
         // whatever a client or an SMTP server could use to forge a field.
-        var fields: Logger.Metadata = [
-            "method": .string(context.request.method),
-            "path": .string(context.path ?? "-"),
-            "status": .stringConvertible(status),
-            "user": .string(facts.user ?? "-"),
-            "duration_ms": .string("\(tenths / 10).\(tenths % 10)"),
+        var fields: [(String, String)] = [
+            ("method", context.request.method), ("path", context.path ?? "-"), ("status", String(status)),
+            ("user", facts.user ?? "-"), ("duration_ms", "\(tenths / 10).\(tenths % 10)"),
         ]
-        if let outcome = facts.outcome { fields["smtp"] = .string(outcome) }
-        if let messageID = facts.messageID { fields["message_id"] = .string("<\(messageID)>") }
-        logger.info("request", metadata: fields)
+        if let outcome = facts.outcome { fields.append(("smtp", outcome)) }
+        if let messageID = facts.messageID { fields.append(("message_id", "<\(messageID)>")) }
+        if let writer = configuration.requestLog {
+            writer.write(level: .info, message: "request", fields: fields)
+        } else {
+            var metadata: Logger.Metadata = [:]
+            for (key, value) in fields { metadata[key] = .string(value) }
+            logger.info("request", metadata: metadata)
+        }
     }
 }
 

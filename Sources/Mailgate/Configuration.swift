@@ -36,6 +36,9 @@ public struct AppConfiguration: Sendable {
     /// Recipients per window for users without a quota of their own
     /// (`mailgate user limits`); absent or 0: unlimited.
     public var defaultQuota: [QuotaWindow: Int] = [:]
+    /// Where request lines go directly (`serve`: the same writer as its log
+    /// handler); nil: through the logger, as metadata.
+    public var requestLog: LineWriter? = nil
 
     public init() {}
 

@@ -85,11 +85,11 @@ struct Serve: ParsableCommand {
         setenv("TZ", ":/etc/localtime", 0)
         tzset()
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        let format = LogFormat(rawValue: logFormat) ?? .logfmt
+        // Every line carries pid=: several processes can share one log
+        // (Apache mod_fcgid runs a few and sends their stderr to its ErrorLog).
+        let lineWriter = LineWriter(format: LogFormat(rawValue: logFormat) ?? .logfmt)
         LoggingSystem.bootstrap { _ in
-            // Every line carries pid=: several processes can share one log
-            // (Apache mod_fcgid runs a few and sends their stderr to its ErrorLog).
-            var handler = LineLogHandler(format: format)
+            var handler = LineLogHandler(writer: lineWriter)
             handler.logLevel = level
             return handler
         }
@@ -110,6 +110,7 @@ struct Serve: ParsableCommand {
         configuration.maxInFlightPerUser = maxInFlightPerUser ?? max(1, threads / 4)
         configuration.kdfConcurrency = kdfConcurrency ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
         configuration.defaultQuota = [.minute: quotaPerMinute, .hour: quotaPerHour, .day: quotaPerDay]
+        configuration.requestLog = lineWriter
 
         let pools = SMTPPoolRegistry(maxIdlePerPool: poolSize, idleTimeout: poolIdleTimeout.duration,
                                      maxMessagesPerConnection: maxMessagesPerConnection)

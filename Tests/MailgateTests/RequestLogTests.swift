@@ -20,7 +20,8 @@ import Testing
             "method": "POST", "path": .string("/a b\n"), "user": "alice", "duration_ms": "2.5",
         ]
         let line = String(decoding: LineLogHandler.render(format: .logfmt, timestamp: "2026-11-29T10:00:00.000Z",
-                                                          level: .info, pid: 42, message: "request", fields: fields),
+                                                          level: .info, pid: 42, message: "request",
+                                                          fields: LineLogHandler.ordered(fields)),
                           as: UTF8.self)
         #expect(line == #"ts=2026-11-29T10:00:00.000Z level=info pid=42 msg=request method=POST path="/a b\x0A" status=502 user=alice duration_ms=2.5 smtp="550 no\" user=admin" zeta=last"# + "\n")
         #expect(LineLogHandler.logfmtValue("a=b") == #""a=b""#)
@@ -33,7 +34,7 @@ import Testing
             "smtp": .string("250 ok\n{\"forged\": 1}"), "user": "alice",
         ]
         let bytes = LineLogHandler.render(format: .json, timestamp: "2026-11-29T10:00:00.000Z", level: .warning,
-                                          pid: 7, message: "request", fields: fields)
+                                          pid: 7, message: "request", fields: LineLogHandler.ordered(fields))
         #expect(bytes.last == UInt8(ascii: "\n"))
         #expect(bytes.dropLast().contains(UInt8(ascii: "\n")) == false, "one line")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
