@@ -57,7 +57,7 @@ let package = Package(
         // The test kit: harness errors, child processes, loopback ports,
         // certificates, raw HTTP and FastCGI clients, and the Python helpers
         // (Python/, read in place from the checkout).
-        .target(name: "MailgateTesting", path: "Tests/MailgateTesting", exclude: ["Python"]),
+        .target(name: "MailgateTesting", dependencies: ["Posix"], path: "Tests/MailgateTesting", exclude: ["Python"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "Base64Tests", dependencies: ["Base64"]),
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Base64"]),

@@ -1,4 +1,5 @@
 import Foundation
+import Posix
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -24,36 +25,22 @@ public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
     }
 }
 
-/// Runs `work` on a new detached thread (4 MiB stack). Not Foundation's
-/// `Thread`: its `start()` ignores a failed pthread_create, and a test
-/// awaiting work that never runs waits for ever. A machine out of threads
-/// (EAGAIN, e.g. a container's pids limit) is retried for 10 s, then a
-/// harness error.
+/// Runs `work` on a new detached thread (4 MiB stack) through Posix's
+/// `startDetachedThread`, not Foundation's `Thread`, whose `start()` ignores
+/// a failed pthread_create: a test awaiting work that never runs waits for
+/// ever. A machine out of threads (EAGAIN, e.g. a container's pids limit)
+/// is retried for 10 s, then a harness error.
 public func startThread(_ work: @escaping @Sendable () -> Void) throws {
-    final class Work: Sendable {
-        let run: @Sendable () -> Void
-        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-    }
-    var attributes = pthread_attr_t()
-    guard pthread_attr_init(&attributes) == 0 else { throw HarnessError("pthread_attr_init failed") }
-    defer { pthread_attr_destroy(&attributes) }
-    pthread_attr_setstacksize(&attributes, 4 << 20)
-    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
     let deadline = Date().addingTimeInterval(10)
     while true {
-        let box = Unmanaged.passRetained(Work(work)).toOpaque()
-        var thread = pthread_t()
-        let result = pthread_create(&thread, &attributes, { raw in
-            guard let raw else { return nil }
-            Unmanaged<Work>.fromOpaque(raw).takeRetainedValue().run()
-            return nil
-        }, box)
-        if result == 0 { return }
-        Unmanaged<Work>.fromOpaque(box).release()
-        guard result == EAGAIN, Date() < deadline else {
-            throw HarnessError("pthread_create failed: \(String(cString: strerror(result)))")
+        do throws(SystemCallError) {
+            try startDetachedThread(stackSize: 4 << 20, work)
+            return
+        } catch where error.code == EAGAIN && Date() < deadline {
+            usleep(50_000)
+        } catch {
+            throw HarnessError("\(error)")
         }
-        usleep(50_000)
     }
 }
 
