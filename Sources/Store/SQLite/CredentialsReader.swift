@@ -95,21 +95,19 @@ final class CredentialsReader: Sendable {
         }
     }
 
-    /// The cached or freshly read credentials, nil if there is no such user.
-    /// The sealed SMTP password is opened only on a cache miss, and outside
-    /// the database closure: no connection is busy while OpenSSL works.
     /// One read of the users table on this thread's connection.
     func checkReadable() throws {
-        _ = try connection().queue.inDatabase { db in
+        _ = try connections.value().queue.inDatabase { db in
             try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM (SELECT 1 FROM users LIMIT 1)"))
         }
     }
 
+    /// The cached or freshly read credentials, nil if there is no such user.
+    /// The sealed SMTP password is opened only on a cache miss, and outside
+    /// the database closure: no connection is busy while OpenSSL works.
     func credentials(for username: String) throws -> Credentials? {
-        let connection = try connection()
-        let lookup: Lookup = try connection.queue.inDatabase { db in
-            let version = try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1
-            connection.validate(version)
+        let connection = try connections.value()
+        let lookup: Lookup = try Self.withCurrentCaches(connection) { db in
             if let cached = connection.cache[username] { return .cached(cached) }
             return .read(try Self.read(username, db))
         }
@@ -155,10 +153,8 @@ final class CredentialsReader: Sendable {
 
     /// The named token `id`, cached per thread like the credentials.
     func namedToken(id: String) throws -> NamedToken? {
-        let connection = try connection()
-        return try connection.queue.inDatabase { db in
-            let version = try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1
-            connection.validate(version)
+        let connection = try connections.value()
+        return try Self.withCurrentCaches(connection) { db in
             if let cached = connection.tokens[id] { return cached }
             let statement = try db.cachedStatement(sql: NamedTokenRecord.selection + " WHERE t.id = ?")
             let token = try NamedTokenRecord.fetchOne(statement, arguments: [id])?.token
@@ -167,5 +163,12 @@ final class CredentialsReader: Sendable {
         }
     }
 
-    private func connection() throws -> Connection { try connections.value() }
+    /// Runs `body` on `connection` once its caches are valid: emptied when
+    /// `PRAGMA data_version` says another connection committed since.
+    private static func withCurrentCaches<T>(_ connection: Connection, _ body: (Database) throws -> T) throws -> T {
+        try connection.queue.inDatabase { db in
+            connection.validate(try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1)
+            return try body(db)
+        }
+    }
 }

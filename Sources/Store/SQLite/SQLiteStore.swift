@@ -454,7 +454,7 @@ public final class SQLiteStore: Store {
 
     /// Creates an empty database file readable only by its owner, so the
     /// hashes and sealed secrets are private from the first byte.
-    static func createPrivateFileIfMissing(_ path: String) throws(StoreError) {
+    private static func createPrivateFileIfMissing(_ path: String) throws(StoreError) {
         do throws(SystemCallError) {
             let fd = try systemCall("open \(path)") { open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600) }
             closeDescriptor(fd)
