@@ -112,7 +112,7 @@ extension Application {
                 giveBack(reservation, of: user)
                 counted = reservation.released
             }
-            throw smtpFailure(error, headers: counted.map(Self.rateLimitHeaders) ?? [])
+            throw smtpFailure(error).adding(headers: counted.map(Self.rateLimitHeaders) ?? [])
         }
         let messageID = mail.messageID
         context.log.outcome = "\(reply.code)"
@@ -248,10 +248,6 @@ extension Application {
     /// SMTP failures by who can fix them: the caller (400: recipient
     /// refused), the operator (502: login refused, TLS, protocol), or time
     /// (503 + Retry-After: transient; 504: too slow).
-    func smtpFailure(_ error: SMTPError, headers: [(name: String, value: String)] = []) -> APIError {
-        smtpFailure(error).adding(headers: headers)
-    }
-
     func smtpFailure(_ error: SMTPError) -> APIError {
         let detail = "SMTP error: \(error.description)"
         let retry: [(name: String, value: String)] = [("Retry-After", String(configuration.smtpRetryAfter))]

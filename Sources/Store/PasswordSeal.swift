@@ -49,13 +49,18 @@ struct PasswordSeal: Sendable {
         try open(sealed, associatedData: Self.context(binding), username: binding.username)
     }
 
-    /// Version 1: bound to the username only.
+    /// Version 1: bound to the username only (read to re-seal it).
     func openVersion1(_ sealed: Data, for username: String) throws(StoreError) -> String {
-        try open(sealed, associatedData: Array("mailgate/smtp-password/v1/".utf8) + Array(username.utf8), username: username)
+        try open(sealed, associatedData: Self.version1Context(username), username: username)
     }
 
+    /// Version 1 as databases from before the binding hold it (tests of the upgrade).
     func sealVersion1(_ password: String, for username: String) throws(StoreError) -> Data {
-        try seal(password, associatedData: Array("mailgate/smtp-password/v1/".utf8) + Array(username.utf8))
+        try seal(password, associatedData: Self.version1Context(username))
+    }
+
+    private static func version1Context(_ username: String) -> [UInt8] {
+        Array("mailgate/smtp-password/v1/".utf8) + Array(username.utf8)
     }
 
     private func seal(_ password: String, associatedData: [UInt8]) throws(StoreError) -> Data {
