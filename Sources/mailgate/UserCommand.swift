@@ -110,7 +110,7 @@ struct UserCommand: ParsableCommand {
                 try store.setRecipientPolicy(policy, for: username)
             }
             let policy = try store.recipientPolicy(for: username)
-            print("recipients of \(username): \(policy.allowsAny ? "any" : policy.patterns.map(\.description).joined(separator: " "))")
+            print("recipients of \(username): \(policy)")
         }
     }
 
