@@ -52,6 +52,32 @@ enum ErrorCode: String, Sendable, CaseIterable {
     /// no usable AUTH mechanism, a protocol violation, or the connection lost
     /// after the message was handed over.
     case smtpFailed = "smtp_failed"
+    /// 422: more addresses in `to`, `cc` and `bcc` together than
+    /// `--max-recipients`.
+    case tooManyRecipients = "too_many_recipients"
+    /// 400: a custom header whose name is not allowed (From, Bcc,
+    /// Content-Type...) or is not a field name, or whose value holds CR, LF
+    /// or NUL.
+    case headerNotAllowed = "header_not_allowed"
+    /// 400: an attachment without a usable `filename`, with `content` that
+    /// is not base64, or with an unusable `content_type` or `content_id`.
+    case invalidAttachment = "invalid_attachment"
+    /// 413: the encoded message is over `--max-message-bytes`, or over the
+    /// limit the SMTP server announced (SIZE).
+    case messageTooLarge = "message_too_large"
+    /// 400: an `Idempotency-Key` header that is not 1 to 255 printable
+    /// ASCII characters.
+    case invalidIdempotencyKey = "invalid_idempotency_key"
+    /// 422: the `Idempotency-Key` was used before with another body.
+    case idempotencyKeyReused = "idempotency_key_reused"
+    /// 409: a request with this `Idempotency-Key` is still being sent.
+    case idempotencyKeyInFlight = "idempotency_key_in_flight"
+    /// 502: the SMTP server refused the stored login (AUTH answered 5xx).
+    case smtpAuthFailed = "smtp_auth_failed"
+    /// 502: the connection was lost after the message was handed over (or a
+    /// send with this idempotency key never finished): it may or may not
+    /// have been delivered. Do not retry blindly.
+    case deliveryUnknown = "delivery_unknown"
     /// 503: `GET /health` found the store unreadable.
     case unhealthy = "unhealthy"
     /// 500: something failed on our side (details in the log only).

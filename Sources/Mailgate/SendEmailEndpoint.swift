@@ -255,7 +255,11 @@ extension Application {
         case .reply(let reply):
             if reply.isTransient { return APIError(503, .smtpUnavailable, detail, headers: retry) }
             if reply.isPermanent {
-                return error.stage == .rcpt ? APIError(400, .recipientRejected, detail) : APIError(502, .smtpRejected, detail)
+                switch error.stage {
+                case .rcpt: return APIError(400, .recipientRejected, detail)
+                case .auth: return APIError(502, .smtpAuthFailed, detail)
+                default: return APIError(502, .smtpRejected, detail)
+                }
             }
             // A 1xx/2xx/3xx where another reply was due: the server broke the protocol.
             return APIError(502, .smtpFailed, detail)
@@ -265,7 +269,7 @@ extension Application {
             // Lost after the message was handed over: the server may have
             // kept it, so inviting a retry could send it twice.
             if !error.isSafeToRetry {
-                return APIError(502, .smtpFailed, detail + " (the message may or may not have been delivered)")
+                return APIError(502, .deliveryUnknown, detail + " (the message may or may not have been delivered)")
             }
             return APIError(503, .smtpUnavailable, detail, headers: retry)
         case .tls, .tlsHandshakeFailed, .certificateRejected, .protocolViolation, .authUnavailable, .starttlsUnavailable:

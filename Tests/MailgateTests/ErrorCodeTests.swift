@@ -16,6 +16,9 @@ import Testing
         "not_found", "method_not_allowed", "no_integration", "too_many_in_flight", "quota_exceeded",
         "recipient_not_allowed", "recipient_rejected", "smtp_rejected", "smtp_unavailable", "smtp_timeout", "smtp_failed",
         "unhealthy", "internal_error",
+        "too_many_recipients", "header_not_allowed", "invalid_attachment", "message_too_large",
+        "invalid_idempotency_key", "idempotency_key_reused", "idempotency_key_in_flight",
+        "smtp_auth_failed", "delivery_unknown",
     ]
 
     @Test func codesAreTheDocumentedSnakeCaseNames() {

@@ -198,14 +198,14 @@ import Store
 
     static let failures: [(SMTPError, Int, String)] = [
         (SMTPError(.reply(SMTPReply(code: 550, enhancedStatus: "5.1.1", lines: ["User unknown"])), stage: .rcpt), 400, "recipient_rejected"),
-        (SMTPError(.reply(SMTPReply(code: 535, enhancedStatus: "5.7.8", lines: ["Bad credentials"])), stage: .auth), 502, "smtp_rejected"),
+        (SMTPError(.reply(SMTPReply(code: 535, enhancedStatus: "5.7.8", lines: ["Bad credentials"])), stage: .auth), 502, "smtp_auth_failed"),
         (SMTPError(.reply(SMTPReply(code: 554, lines: ["Rejected"])), stage: .message), 502, "smtp_rejected"),
         (SMTPError(.reply(SMTPReply(code: 550, lines: ["No"])), stage: .mail), 502, "smtp_rejected"),
         (SMTPError(.reply(SMTPReply(code: 451, lines: ["Try later"])), stage: .rcpt), 503, "smtp_unavailable"),
         (SMTPError(.reply(SMTPReply(code: 421, lines: ["Closing"])), stage: .greeting), 503, "smtp_unavailable"),
         (SMTPError(.connectionRefused, stage: .connect), 503, "smtp_unavailable"),
         (SMTPError(.connectionClosed, stage: .mail), 503, "smtp_unavailable"),
-        (SMTPError(.connectionClosed, stage: .message), 502, "smtp_failed"),
+        (SMTPError(.connectionClosed, stage: .message), 502, "delivery_unknown"),
         (SMTPError(.timeout, stage: .message), 504, "smtp_timeout"),
         (SMTPError(.resolveTimedOut(host: "smtp.example.com", after: .seconds(10)), stage: .connect), 504, "smtp_timeout"),
         (SMTPError(.resolveFailed("Name or service not known"), stage: .connect), 503, "smtp_unavailable"),
