@@ -1,5 +1,6 @@
-// Store module: users, their SMTP integration and login throttling, behind
-// one interface, `Store`, which is all the application and the CLI see.
+// Store module: users, their SMTP integration, login throttling and
+// idempotency records, behind one interface, `Store`, which is all the
+// application and the CLI see.
 // SQLite (GRDB, WAL) implements it today (`SQLiteStore`, under SQLite/); a
 // shared backend (PostgreSQL, for several hosts on one store) can implement
 // it later without touching them.
@@ -12,13 +13,15 @@
 //                          for usernames, integration fields and recipient
 //                          patterns
 //   LoginThrottle.swift    login attempts: client keys, limits, outcomes
+//   Idempotency.swift      idempotency records: stored answers, claims
 //   PasswordSeal.swift     SMTP passwords at rest (AES-256-GCM)
 //   SQLite/                schema and migrations, GRDB records, the store,
 //                          the per-request credentials reader
 import Foundation
 
-/// What Mailgate keeps: users, each user's SMTP integration, and recent
-/// failed logins (shared by every process on the data, hence stored).
+/// What Mailgate keeps: users, each user's SMTP integration, recent failed
+/// logins and recent idempotency keys (shared by every process on the data,
+/// hence stored).
 ///
 /// Every method validates usernames the same way (`User.isValidUsername`):
 /// writes refuse an invalid one with `.invalidUsername`, reads answer
@@ -42,7 +45,8 @@ public protocol Store: Sendable {
     func setDisabled(_ disabled: Bool, for username: String) throws(StoreError)
     /// Invalidates every token issued so far; returns the new version.
     func revokeTokens(for username: String) throws(StoreError) -> Int64
-    /// Removes the user, their integration and their recorded login failures.
+    /// Removes the user, their integration, their recorded login failures
+    /// and their idempotency records.
     func removeUser(_ username: String) throws(StoreError)
     /// Which recipients the user's sends may reach (`.any` clears it);
     /// applies to the next request of any process.
@@ -117,6 +121,41 @@ public protocol Store: Sendable {
     /// Failed and pending attempts for `username` at or after `since`: from
     /// `client`, or from every client when nil.
     func loginFailureCount(_ username: String, from client: LoginClient?, since: Date) throws(StoreError) -> Int
+
+    // MARK: Idempotency keys
+
+    /// Claims `key` (1-255 bytes, else `.invalidIdempotencyKey`) of
+    /// `username` for a request whose body has `fingerprint` (1-64 bytes,
+    /// the body's SHA-256), before anything is sent. In one write
+    /// transaction, atomic for every process on the store, the record of
+    /// (username, key) decides:
+    ///
+    /// - none, or one claimed `ttl` or more before `now` (expired: it
+    ///   counts as absent): a record in flight is stored, `.claimed`;
+    /// - another fingerprint: `.mismatch`, whatever the record's state;
+    /// - completed: `.replay` of its answer;
+    /// - in flight since less than `staleAfter`: `.inFlight`;
+    /// - in flight since `staleAfter` or longer (its claimer died
+    ///   mid-send): completed with `abandonedAnswer` in this transaction,
+    ///   `.abandoned(abandonedAnswer)`; later claims replay it.
+    ///
+    /// A record lives `ttl` from its first claim, whatever happens to it
+    /// after. Each claim also deletes a bounded batch of expired records
+    /// (of any user), so the table keeps itself to the keys of the last
+    /// `ttl`.
+    func claimIdempotencyKey(_ key: [UInt8], for username: String, fingerprint: [UInt8], at now: Date,
+                             ttl: TimeInterval, staleAfter: TimeInterval,
+                             abandonedAnswer: IdempotentAnswer) throws(StoreError) -> IdempotencyClaim
+    /// Stores `answer` (an answer that ends the matter) for the claimed
+    /// key: later claims with its fingerprint replay it. Only while the
+    /// record is still this claim's, in flight; otherwise (taken over as
+    /// abandoned, expired and claimed again, its user removed) nothing
+    /// changes.
+    func completeIdempotencyKey(_ claim: IdempotencyClaimID, answer: IdempotentAnswer) throws(StoreError)
+    /// Deletes the claimed key's record (its answer invites a retry, which
+    /// then claims the key afresh and sends). Only while the record is
+    /// still this claim's, in flight; otherwise nothing changes.
+    func releaseIdempotencyKey(_ claim: IdempotencyClaimID) throws(StoreError)
 }
 
 extension Store {

@@ -13,6 +13,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case tokenNotFound(String)
     /// A named token's name is empty, over 64 bytes or has control characters.
     case invalidTokenName
+    /// An idempotency key that is empty or over 255 bytes.
+    case invalidIdempotencyKey
     /// A recipient pattern does not parse; the string quotes it and says why.
     case invalidRecipientPattern(String)
     /// A stored SMTP password cannot be decrypted (wrong key file, or the
@@ -33,6 +35,7 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidIntegration(let field): return "invalid SMTP integration: \(field)"
         case .tokenNotFound(let id): return "no named token with id \(id)"
         case .invalidTokenName: return "invalid token name: use 1-64 bytes without control characters"
+        case .invalidIdempotencyKey: return "invalid idempotency key: use 1-255 bytes"
         case .invalidRecipientPattern(let reason): return "invalid recipient pattern \(reason)"
         case .corruptSecret(let name):
             return "cannot decrypt the stored SMTP password of user \(name) (wrong secret key file, or the row was altered)"

@@ -184,3 +184,78 @@ struct NamedTokenRecord: FetchableRecord, TableRecord {
             revokedAt: (try row.decode(atIndex: 6) as Int64?).map(StoredDate.date))
     }
 }
+
+/// A row of `idempotency_keys`: a user's key, in flight (`status` NULL) or
+/// with its stored answer.
+struct IdempotencyKeyRecord: FetchableRecord, TableRecord {
+    static let databaseTableName = "idempotency_keys"
+
+    enum Columns {
+        static let username = Column("username")
+        static let key = Column("key")
+        static let fingerprint = Column("fingerprint")
+        static let claim = Column("claim")
+        static let claimedAt = Column("claimed_at_ms")
+        static let expiresAt = Column("expires_at_ms")
+        static let status = Column("status")
+        static let headers = Column("headers")
+        static let body = Column("body")
+    }
+
+    var fingerprint: Data
+    var claimedAtMilliseconds: Int64
+    var expiresAtMilliseconds: Int64
+    /// nil while in flight.
+    var answer: IdempotentAnswer?
+
+    init(row: Row) throws {
+        fingerprint = try row.decode(forColumn: Columns.fingerprint)
+        claimedAtMilliseconds = try row.decode(forColumn: Columns.claimedAt)
+        expiresAtMilliseconds = try row.decode(forColumn: Columns.expiresAt)
+        if let status: Int = try row.decode(forColumn: Columns.status) {
+            let headers: Data = try row.decode(forColumn: Columns.headers)
+            let body: Data = try row.decode(forColumn: Columns.body)
+            guard let decoded = Self.decodeHeaders(headers) else {
+                throw StoreError.database("an idempotency record's stored headers do not decode")
+            }
+            answer = IdempotentAnswer(status: status, headers: decoded, body: Array(body))
+        }
+    }
+
+    /// The stored form of headers: per header, the name's UTF-8 length
+    /// (4 bytes, big-endian), the name, the value's length, the value.
+    static func encodeHeaders(_ headers: [StoredHeader]) -> Data {
+        var out = Data()
+        func append(_ text: String) {
+            let bytes = Array(text.utf8)
+            withUnsafeBytes(of: UInt32(bytes.count).bigEndian) { out.append(contentsOf: $0) }
+            out.append(contentsOf: bytes)
+        }
+        for header in headers {
+            append(header.name)
+            append(header.value)
+        }
+        return out
+    }
+
+    /// nil unless `data` is exactly a sequence of `encodeHeaders` fields
+    /// holding valid UTF-8.
+    static func decodeHeaders(_ data: Data) -> [StoredHeader]? {
+        let bytes = [UInt8](data)
+        var index = 0
+        func text() -> String? {
+            guard bytes.count - index >= 4 else { return nil }
+            let length = bytes[index..<index + 4].reduce(0) { $0 << 8 | Int($1) }
+            index += 4
+            guard bytes.count - index >= length else { return nil }
+            defer { index += length }
+            return String(validating: bytes[index..<index + length], as: UTF8.self)
+        }
+        var headers: [StoredHeader] = []
+        while index < bytes.count {
+            guard let name = text(), let value = text() else { return nil }
+            headers.append(StoredHeader(name: name, value: value))
+        }
+        return headers
+    }
+}

@@ -137,6 +137,32 @@ enum SQLiteSchema {
                 ALTER TABLE users ADD COLUMN quota_per_day INTEGER CHECK (quota_per_day >= 0);
                 """)
         }
+        migrator.registerMigration("v3 idempotency_keys") { db in
+            // Keyed by the username text and the key's bytes (compared as
+            // bytes: BLOB, and TEXT under SQLite's BINARY collation). A row
+            // is in flight while `status` is NULL, then holds the stored
+            // answer (`headers`: IdempotencyKeyRecord's encoding). `claim`
+            // names the claim that wrote the row, so a completion or
+            // release applies only to its own claim. Rows expire at
+            // `expires_at_ms` (the first claim plus the TTL), and claims
+            // delete expired rows in batches by the expiry index.
+            try db.execute(sql: """
+                CREATE TABLE idempotency_keys (
+                    username TEXT NOT NULL CHECK (length(username) BETWEEN 1 AND 64),
+                    key BLOB NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
+                    fingerprint BLOB NOT NULL CHECK (length(fingerprint) BETWEEN 1 AND 64),
+                    claim BLOB NOT NULL CHECK (length(claim) = 16),
+                    claimed_at_ms INTEGER NOT NULL,
+                    expires_at_ms INTEGER NOT NULL,
+                    status INTEGER CHECK (status BETWEEN 100 AND 599),
+                    headers BLOB,
+                    body BLOB,
+                    CHECK ((status IS NULL) = (headers IS NULL) AND (status IS NULL) = (body IS NULL)),
+                    PRIMARY KEY (username, key)
+                ) STRICT;
+                CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys(expires_at_ms);
+                """)
+        }
         return migrator
     }
 }

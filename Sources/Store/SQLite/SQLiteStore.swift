@@ -209,8 +209,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    /// The integration goes with the user (foreign key cascade); the token
-    /// version is remembered for a later user of the same name.
+    /// The integration goes with the user (foreign key cascade); login
+    /// attempts and idempotency records, keyed by the name, are deleted;
+    /// the token version is remembered for a later user of the same name.
     public func removeUser(_ username: String) throws(StoreError) {
         try User.requireValid(username)
         try perform("remove user \(username)") { () throws in
@@ -220,6 +221,9 @@ public final class SQLiteStore: Store {
                 }
                 try db.execute(literal: "DELETE FROM \(UserRecord.self) WHERE \(UserColumns.username) = \(username)")
                 try db.execute(literal: "DELETE FROM \(LoginAttemptRecord.self) WHERE \(AttemptColumns.username) = \(username)")
+                try db.execute(literal: """
+                    DELETE FROM \(IdempotencyKeyRecord.self) WHERE \(IdempotencyKeyRecord.Columns.username) = \(username)
+                    """)
                 try db.execute(literal: """
                     INSERT INTO \(RemovedUsernameRecord.self) (\(RemovedColumns.username), \(RemovedColumns.nextTokenVersion))
                     VALUES (\(username), \(version + 1))
