@@ -272,6 +272,9 @@ public final class SMTPConnection {
     /// already said 354 to DATA (it accepted some recipient), the connection
     /// is closed before any body is sent. A 421 ends the session wherever it
     /// comes.
+    ///
+    /// A message larger than the server's announced SIZE limit is refused
+    /// with `.messageTooLarge` before anything is sent.
     public func send(_ envelope: SMTPEnvelope, message: [UInt8], resetFirst: Bool,
                      deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
         // Everything that can be refused without the server is checked
@@ -292,9 +295,10 @@ public final class SMTPConnection {
         let size = serverInfo.size
         if size.offered {
             // Lets the server refuse an oversized message before we send it.
+            // Not dressed up as a server reply: the caller must be able to
+            // tell "too large for this server" from a refusal of the sender.
             if let limit = size.limit, payload.count > limit {
-                throw error(.reply(SMTPReply(code: 552, enhancedStatus: "5.3.4",
-                                             lines: ["message size \(payload.count) exceeds the server's limit of \(limit)"])), .mail)
+                throw error(.messageTooLarge(size: payload.count, limit: limit), .mail)
             }
             parameters.append(.size(payload.count))
         }

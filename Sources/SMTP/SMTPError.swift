@@ -63,6 +63,12 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
         case authUnavailable(String)
         /// STARTTLS is required by the config but the server does not offer it.
         case starttlsUnavailable
+        /// The message (`size` octets, as MAIL FROM would declare it) is
+        /// larger than the `limit` the server announced with SIZE (RFC 1870).
+        /// Found before anything was sent, so the session is untouched and
+        /// the error is safe to retry, but no retry can succeed: it is not
+        /// a server reply, so callers can tell it from a refusal.
+        case messageTooLarge(size: Int, limit: Int)
     }
 
     public let kind: Kind
@@ -142,6 +148,8 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
             return "cannot log in: \(why)\(at)"
         case .starttlsUnavailable:
             return "server does not offer STARTTLS, which the configuration requires\(at)"
+        case .messageTooLarge(let size, let limit):
+            return "message of \(size) bytes exceeds the SMTP server's limit of \(limit) bytes\(at)"
         }
     }
 

@@ -3,10 +3,10 @@ import Testing
 @testable import SMTP
 
 /// Issue 8: a send to several recipients is all or nothing, and a refusal
-/// names every refused recipient.
+/// names every refused recipient; the server's SIZE limit is its own error.
 /// Scripted servers, with and without PIPELINING: the script answers one
 /// command at a time, which a pipelining client reads just the same.
-@Suite("Refused recipients against scripted servers", .timeLimit(.minutes(1)))
+@Suite("Refused recipients and SIZE against scripted servers", .timeLimit(.minutes(1)))
 struct RecipientRefusalTests {
     private func config(_ port: Int) -> SMTPServerConfig {
         SMTPServerConfig(host: "localhost", port: port, security: .none, commandTimeout: .seconds(3))
@@ -204,6 +204,52 @@ struct RecipientRefusalTests {
         #expect(lines.filter { $0 == "DATA\r\n" }.count == 1)
         #expect(!lines.contains("RSET\r\n"))
         #expect(lines.last == "QUIT\r\n")
+    }
+
+    // MARK: SIZE
+
+    @Test func messageOverTheServersSizeLimitIsRefusedBeforeMail() throws {
+        let server = try ScriptedServer(opening(["PIPELINING", "SIZE 100"]) + closing)
+        defer { server.stop() }
+        let c = try SMTPConnection.open(config(server.port), deadline: soon())
+        let error = #expect(throws: SMTPError.self) {
+            try c.send(envelope(["b@example.com"]), message: Array(repeating: UInt8(ascii: "m"), count: 200),
+                       resetFirst: false, deadline: soon())
+        }
+        // 200 octets, CRLF and the end-of-data ".\r\n": what SIZE= would say.
+        if case .messageTooLarge(let size, let limit)? = error?.kind {
+            #expect(size == 205 && limit == 100)
+        } else {
+            Issue.record("expected messageTooLarge, got \(String(describing: error))")
+        }
+        #expect(error?.description == "message of 205 bytes exceeds the SMTP server's limit of 100 bytes (localhost:\(server.port))")
+        #expect(error?.isSafeToRetry == true)  // nothing was sent
+        #expect(error?.looksLikeDeadConnection == false)  // so the pool does not try again
+        #expect(error?.refusedRecipients == [])
+        #expect(!c.isBroken)
+        c.quit()
+        let lines = server.clientLinesAfterHangUp()
+        check(lines)
+        #expect(lines == ["EHLO localhost\r\n", "QUIT\r\n"])
+    }
+
+    @Test func mailFromDeclaresTheExactSize() throws {
+        let size = sampleMessage.count + 3  // CRLF lines already, no dots to stuff, then ".\r\n"
+        let server = try ScriptedServer(opening(["SIZE \(size)"])
+            + [.expect("MAIL FROM:<a@example.com> SIZE=\(size)\r\n"), .send("250 ok\r\n"),
+               .expect("RCPT TO:<b@example.com>\r\n"), .send("250 ok\r\n"),
+               .expect("DATA"), .send("354 go ahead\r\n"),
+               .expect("From:"), .expect("To:"), .expect("Subject:"), .expect("\r\n"), .expect("Hello."), .expect(".\r\n"),
+               .send("250 queued\r\n")]
+            + closing)
+        defer { server.stop() }
+        let c = try SMTPConnection.open(config(server.port), deadline: soon())
+        #expect(c.serverInfo.size.limit == size)  // exactly at the limit is allowed
+        _ = try c.send(envelope(["b@example.com"]), message: sampleMessage, resetFirst: false, deadline: soon())
+        c.quit()
+        let lines = server.clientLinesAfterHangUp()
+        check(lines)
+        #expect(lines.contains("MAIL FROM:<a@example.com> SIZE=\(size)\r\n"))
     }
 }
 
