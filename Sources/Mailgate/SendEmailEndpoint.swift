@@ -245,8 +245,9 @@ extension Application {
         }
     }
 
-    /// SMTP failures by who can fix them: the caller (400: recipient
-    /// refused), the operator (502: login refused, TLS, protocol), or time
+    /// SMTP failures by who can fix them: the caller (400: a recipient
+    /// refused for good; 413: the message is over the server's SIZE limit),
+    /// the operator (502: login refused, TLS, protocol), or time
     /// (503 + Retry-After: transient; 504: too slow).
     func smtpFailure(_ error: SMTPError) -> APIError {
         let detail = "SMTP error: \(error.description)"
@@ -274,6 +275,9 @@ extension Application {
             return APIError(503, .smtpUnavailable, detail, headers: retry)
         case .tls, .tlsHandshakeFailed, .certificateRejected, .protocolViolation, .authUnavailable, .starttlsUnavailable:
             return APIError(502, .smtpFailed, detail)
+        case .messageTooLarge:
+            // Found before anything was sent; only a smaller message helps.
+            return APIError(413, .messageTooLarge, detail)
         }
     }
 }

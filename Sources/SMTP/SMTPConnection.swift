@@ -263,10 +263,18 @@ public final class SMTPConnection {
     /// DATA go out in one write and the replies are read in order; without
     /// it, one command at a time. The body then goes out in one write.
     ///
-    /// A refused RCPT (any recipient) fails the whole send with stage `.rcpt`
-    /// and nothing is delivered: the transaction is reset with RSET, or, when
-    /// the server already said 354 to a pipelined DATA, the connection is
-    /// closed before any body is sent.
+    /// All or nothing: if the server refuses any recipient, nothing is
+    /// delivered to the others either, and the error (stage `.rcpt`) lists
+    /// every refused recipient with its reply (`refusedRecipients`), so the
+    /// caller learns all of them from one attempt. Without PIPELINING the
+    /// remaining RCPTs are still sent after a refusal, but never DATA; the
+    /// transaction is then reset with RSET. With PIPELINING, when the server
+    /// already said 354 to DATA (it accepted some recipient), the connection
+    /// is closed before any body is sent. A 421 ends the session wherever it
+    /// comes.
+    ///
+    /// A message larger than the server's announced SIZE limit is refused
+    /// with `.messageTooLarge` before anything is sent.
     public func send(_ envelope: SMTPEnvelope, message: [UInt8], resetFirst: Bool,
                      deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
         // Everything that can be refused without the server is checked
@@ -287,9 +295,10 @@ public final class SMTPConnection {
         let size = serverInfo.size
         if size.offered {
             // Lets the server refuse an oversized message before we send it.
+            // Not dressed up as a server reply: the caller must be able to
+            // tell "too large for this server" from a refusal of the sender.
             if let limit = size.limit, payload.count > limit {
-                throw error(.reply(SMTPReply(code: 552, enhancedStatus: "5.3.4",
-                                             lines: ["message size \(payload.count) exceeds the server's limit of \(limit)"])), .mail)
+                throw error(.messageTooLarge(size: payload.count, limit: limit), .mail)
             }
             parameters.append(.size(payload.count))
         }
@@ -341,25 +350,35 @@ public final class SMTPConnection {
             broken = true
             throw error
         }
-        var firstFailure: SMTPError?
+        // Every reply is read, so that all refused recipients are known. A
+        // failed RSET or MAIL comes first (the RCPTs after a refused MAIL
+        // are refused only because of it); a refused DATA last (usually
+        // refused only because no recipient was accepted).
+        var envelopeFailure: SMTPError?
+        var refused: [RefusedRecipient] = []
+        var dataFailure: SMTPError?
         var dataAccepted = false
         for command in commands {
-            let stage = command.stage
             let reply: SMTPReply
             do throws(SMTPError) {
-                reply = try readReply(stage, deadline: commandDeadline(deadline))
+                reply = try readReply(command.stage, deadline: commandDeadline(deadline))
             } catch {
                 broken = true
-                throw firstFailure ?? error
-            }
-            if command == .data {
-                if reply.code == 354 { dataAccepted = true } else if firstFailure == nil { firstFailure = self.error(.reply(reply), .data) }
-            } else if !reply.isCompletion, firstFailure == nil {
-                firstFailure = self.error(.reply(reply), stage)
+                // What the server said before the session failed tells the
+                // caller more than how it failed.
+                throw envelopeFailure ?? refusal(refused) ?? error
             }
             if reply.code == 421 { broken = true }
+            switch command {
+            case .data:
+                if reply.code == 354 { dataAccepted = true } else { dataFailure = self.error(.reply(reply), .data) }
+            case .rcpt(let address):
+                if !reply.isCompletion { refused.append(RefusedRecipient(address: address, reply: reply)) }
+            default:
+                if !reply.isCompletion, envelopeFailure == nil { envelopeFailure = self.error(.reply(reply), command.stage) }
+            }
         }
-        guard let failure = firstFailure else { return }
+        guard let failure = envelopeFailure ?? refusal(refused) ?? dataFailure else { return }
         if dataAccepted || broken || failure.stage == .rset {
             // The server wants a body for the recipients it accepted, but one
             // was refused. Any body we send (even an empty one) would be
@@ -373,12 +392,26 @@ public final class SMTPConnection {
         throw failure
     }
 
-    /// One command, one reply: for servers without PIPELINING.
+    /// One command, one reply: for servers without PIPELINING. After a
+    /// refused RCPT the other RCPTs still go out, to learn about every
+    /// recipient, but DATA does not.
     private func sendOneByOne(_ commands: [SMTPCommand], deadline: ContinuousClock.Instant) throws(SMTPError) {
+        var refused: [RefusedRecipient] = []
         for command in commands {
+            if command == .data, let failure = refusal(refused) {
+                resetAfterRejection(deadline: deadline)
+                throw failure
+            }
             let reply = try self.command(command, deadline: deadline)
             let ok = command == .data ? reply.code == 354 : reply.isCompletion
             if ok { continue }
+            if case .rcpt(let address) = command {
+                refused.append(RefusedRecipient(address: address, reply: reply))
+                guard reply.code == 421 else { continue }
+                // The server is closing the session: no more answers to learn.
+                broken = true
+                throw refusal(refused) ?? error(.reply(reply), .rcpt)
+            }
             if reply.code == 421 || command == .rset {
                 broken = true
             } else {
@@ -386,6 +419,13 @@ public final class SMTPConnection {
             }
             throw error(.reply(reply), command.stage)
         }
+    }
+
+    /// The error for a send whose recipients were (partly) refused, nil when
+    /// none was: `.reply` of the deciding refusal, with all of them listed.
+    private func refusal(_ refused: [RefusedRecipient]) -> SMTPError? {
+        guard let deciding = SMTPError.decidingReply(refused) else { return nil }
+        return SMTPError(.reply(deciding), stage: .rcpt, server: server, refusedRecipients: refused)
     }
 
     /// Ends a refused transaction so the session can be reused; when even

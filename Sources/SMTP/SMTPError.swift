@@ -1,3 +1,5 @@
+import MIME
+
 /// Where in the SMTP conversation something went wrong.
 public enum SMTPStage: String, Sendable {
     case connect, greeting, ehlo, starttls, tls, auth, mail, rcpt, data, message, rset, noop, quit
@@ -61,18 +63,46 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
         case authUnavailable(String)
         /// STARTTLS is required by the config but the server does not offer it.
         case starttlsUnavailable
+        /// The message (`size` octets, as MAIL FROM would declare it) is
+        /// larger than the `limit` the server announced with SIZE (RFC 1870).
+        /// Found before anything was sent, so the session is untouched and
+        /// the error is safe to retry, but no retry can succeed: it is not
+        /// a server reply, so callers can tell it from a refusal.
+        case messageTooLarge(size: Int, limit: Int)
     }
 
     public let kind: Kind
     public let stage: SMTPStage
     /// "host:port" of the server, when known.
     public let server: String?
+    /// Stage `.rcpt`: every recipient the server refused, in envelope order,
+    /// each with its own reply (a send is all or nothing, so the caller
+    /// needs all of them, not just the first). `kind` is then `.reply` of
+    /// the deciding refusal (see `decidingReply`). Empty otherwise.
+    public let refusedRecipients: [RefusedRecipient]
 
-    public init(_ kind: Kind, stage: SMTPStage, server: String? = nil) {
+    public init(_ kind: Kind, stage: SMTPStage, server: String? = nil, refusedRecipients: [RefusedRecipient] = []) {
         self.kind = kind
         self.stage = stage
         self.server = server
+        self.refusedRecipients = refusedRecipients
     }
+
+    /// The refusal that decides what the caller is told: the first permanent
+    /// one (5xx) if any, since retrying the send cannot help then; else the
+    /// first transient one (4xx); else the first (a reply that is neither
+    /// is the server breaking the protocol). Nil for no refusals.
+    public static func decidingReply(_ refused: [RefusedRecipient]) -> SMTPReply? {
+        (refused.first { $0.reply.isPermanent } ?? refused.first { $0.reply.isTransient } ?? refused.first)?.reply
+    }
+
+    /// At most this many refusals are spelled out in `description` (the
+    /// application allows 50 recipients by default; a server's refusals
+    /// must not make an unbounded message).
+    static let maxListedRefusals = 50
+    /// Each refusal's reply is cut to this many Unicode scalars there
+    /// (multi-line replies can be kilobytes).
+    static let maxListedReplyLength = 200
 
     public var description: String {
         let at = server.map { " (\($0))" } ?? ""
@@ -105,6 +135,8 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
             switch stage {
             case .greeting: return "server refused the session: \(reply)\(at)"
             case .auth: return "authentication failed: \(reply)\(at)"
+            case .rcpt where !refusedRecipients.isEmpty:
+                return "RCPT TO rejected: \(Self.listing(refusedRecipients))\(at)"
             case .message: return "message rejected: \(reply)\(at)"
             default: return "\(stage.label) rejected: \(reply)\(at)"
             }
@@ -116,7 +148,27 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
             return "cannot log in: \(why)\(at)"
         case .starttlsUnavailable:
             return "server does not offer STARTTLS, which the configuration requires\(at)"
+        case .messageTooLarge(let size, let limit):
+            return "message of \(size) bytes exceeds the SMTP server's limit of \(limit) bytes\(at)"
         }
+    }
+
+    /// "a@x: 550 5.1.1 no such user; b@y: 451 try later", bounded by
+    /// `maxListedRefusals` and `maxListedReplyLength`.
+    static func listing(_ refused: [RefusedRecipient]) -> String {
+        var parts = refused.prefix(maxListedRefusals).map { "\($0.address): \(truncated($0.reply.description))" }
+        if refused.count > maxListedRefusals { parts.append("and \(refused.count - maxListedRefusals) more") }
+        return parts.joined(separator: "; ")
+    }
+
+    /// `text` cut to `maxListedReplyLength` scalars, with "..." when cut.
+    /// By scalars, not Characters: one Character of server text can hold
+    /// any number of combining marks.
+    private static func truncated(_ text: String) -> String {
+        let scalars = text.unicodeScalars
+        guard let cut = scalars.index(scalars.startIndex, offsetBy: maxListedReplyLength, limitedBy: scalars.endIndex),
+              cut != scalars.endIndex else { return text }
+        return String(scalars[..<cut]) + "..."
     }
 
     /// `duration` in seconds for messages: "3", "0.3", "2.5".
@@ -141,6 +193,17 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
         case .reply(let r): return r.code == 421
         default: return false
         }
+    }
+}
+
+/// A recipient the server refused at RCPT TO, and the reply it refused it with.
+public struct RefusedRecipient: Sendable, Equatable {
+    public let address: EmailAddress
+    public let reply: SMTPReply
+
+    public init(address: EmailAddress, reply: SMTPReply) {
+        self.address = address
+        self.reply = reply
     }
 }
 

@@ -216,6 +216,7 @@ import Store
         (SMTPError(.protocolViolation("reply line longer than 2048 bytes"), stage: .ehlo), 502, "smtp_failed"),
         (SMTPError(.reply(SMTPReply(code: 250, lines: ["OK"])), stage: .data), 502, "smtp_failed"),
         (SMTPError(.connectFailed("connect failed: Network is unreachable"), stage: .connect), 503, "smtp_unavailable"),
+        (SMTPError(.messageTooLarge(size: 2_000_003, limit: 1_000_000), stage: .mail), 413, "message_too_large"),
     ]
 
     @Test func nameResolutionTimeoutIs504NamingTheStep() throws {

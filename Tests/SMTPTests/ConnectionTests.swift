@@ -70,7 +70,8 @@ struct ConnectionTests {
         guard case .reply(let reply)? = error?.kind else { Issue.record("expected a reply error, got \(String(describing: error))"); return }
         #expect(reply.isPermanent)
         #expect(error?.isSafeToRetry == true)
-        #expect(error?.description.hasPrefix("RCPT TO rejected: 5") == true)
+        #expect(error?.description.hasPrefix("RCPT TO rejected: b@example.com: 5") == true)
+        #expect(error?.refusedRecipients.map(\.address.description) == ["b@example.com"])
         // The transaction was reset with RSET, so the session stays usable.
         #expect(!c.isBroken)
         try c.noop(deadline: soon())
@@ -343,7 +344,7 @@ struct ConnectionTests {
                        message: sampleMessage, resetFirst: false, deadline: soon())
         }
         #expect(error?.stage == .rcpt)
-        #expect(error?.description == "RCPT TO rejected: 550 5.1.1 <nobody@example.com>: User unknown (127.0.0.1:\(server.port))")
+        #expect(error?.description == "RCPT TO rejected: nobody@example.com: 550 5.1.1 <nobody@example.com>: User unknown (127.0.0.1:\(server.port))")
         // DATA got 354 for the accepted recipient; the only safe way out is to hang up.
         #expect(c.isBroken)
         usleep(200_000)

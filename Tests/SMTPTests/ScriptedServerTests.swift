@@ -123,24 +123,4 @@ struct ScriptedServerTests {
         c.quit()
         #expect(server.clientLines().last == "QUIT\r\n")
     }
-
-    @Test func serverSizeLimitIsEnforcedBeforeSending() throws {
-        let server = try ScriptedServer([
-            .send("220 scripted\r\n"),
-            .expect("EHLO"),
-            .send("250-scripted\r\n250 SIZE 100\r\n"),
-            .expect("QUIT"),
-            .send("221 bye\r\n"),
-        ])
-        defer { server.stop() }
-        let c = try SMTPConnection.open(config(server.port), deadline: soon())
-        let error = #expect(throws: SMTPError.self) {
-            try c.send(SMTPEnvelope(sender: "a@example.com", recipients: ["b@example.com"]),
-                       message: Array(repeating: UInt8(ascii: "m"), count: 200), resetFirst: false, deadline: soon())
-        }
-        #expect(error?.stage == .mail)
-        if case .reply(let r)? = error?.kind { #expect(r.code == 552) } else { Issue.record("expected 552") }
-        c.quit()
-        #expect(server.clientLines().contains { $0.hasPrefix("MAIL") } == false)
-    }
 }

@@ -51,6 +51,16 @@ final class ScriptedServer {
         return text.utf8.split(separator: 10).map { String(decoding: $0, as: UTF8.self) + "\n" }
     }
 
+    /// The lines the client sent, once the server has exited. After its
+    /// script the server logs whatever else arrives until the client hangs
+    /// up, so this includes anything the client sent that the script did
+    /// not expect (and shows that nothing else was sent). Call it after the
+    /// client closed its connection.
+    func clientLinesAfterHangUp() -> [String] {
+        reap(process, grace: .seconds(10))
+        return clientLines()
+    }
+
     private var stopped = false
 
     func stop() {
