@@ -1,4 +1,6 @@
-// Rendering of a single-part text/plain message into wire bytes.
+// The entry point of message rendering: the header block (dates,
+// addresses, subject, Message-ID, custom headers) and the single-part
+// text/plain body. Custom header checks are in CustomHeader.swift.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -15,6 +17,15 @@ public enum HeaderError: Error, Sendable, Equatable, CustomStringConvertible {
     case containsControlCharacter(field: String)
     /// `to` is empty: a message needs at least one To address.
     case noRecipient
+    /// A custom header with a valid field name that is not on the allow
+    /// list (From, Bcc, Content-Type...): those are Mailgate's to write.
+    case headerNotAllowed(String)
+    /// A custom header name that is not an RFC 5322 field name (1 to 76
+    /// printable ASCII characters other than ':'). The name is kept to its
+    /// first 64 Unicode scalars, so an error never echoes a huge input.
+    case invalidHeaderName(String)
+    /// A custom header's value holds CR, LF or NUL.
+    case headerContainsControlCharacter(name: String)
 
     public var description: String {
         switch self {
@@ -25,6 +36,12 @@ public enum HeaderError: Error, Sendable, Equatable, CustomStringConvertible {
             return "\(field) must not contain CR, LF or NUL"
         case .noRecipient:
             return "At least one To address is required"
+        case .headerNotAllowed(let name):
+            return "Header not allowed: \(name)"
+        case .invalidHeaderName(let name):
+            return "Header not allowed: \"\(name)\" is not a valid header name"
+        case .headerContainsControlCharacter(let name):
+            return "Header \(name) must not contain CR, LF or NUL"
         }
     }
 }
@@ -38,6 +55,9 @@ public struct MailMessage: Sendable {
     public var subject: String
     /// The plain-text body.
     public var body: String
+    /// Extra header fields, written in order after Message-ID. Only the
+    /// names `CustomHeader` allows are accepted.
+    public var headers: [CustomHeader]
     public var date: Date
     /// Without angle brackets, e.g. "1a2b...@example.com".
     public var messageID: String
@@ -48,13 +68,14 @@ public struct MailMessage: Sendable {
     }
 
     public init(from: Mailbox, to: [Mailbox], cc: [Mailbox] = [], replyTo: [Mailbox] = [],
-                subject: String, body: String, date: Date, messageID: String) {
+                subject: String, body: String, headers: [CustomHeader] = [], date: Date, messageID: String) {
         self.from = from
         self.to = to
         self.cc = cc
         self.replyTo = replyTo
         self.subject = subject
         self.body = body
+        self.headers = headers
         self.date = date
         self.messageID = messageID
     }
@@ -74,6 +95,7 @@ public struct MailMessage: Sendable {
             if let name = mailbox.displayName { try Self.refuseLineBreaks(name, field: "Reply-To") }
         }
         let id = try Self.validatedMessageID(messageID)
+        try CustomHeader.validate(headers)
         return renderTextOnly(id: id)
     }
 
@@ -114,6 +136,7 @@ public struct MailMessage: Sendable {
         out.appendASCII("Message-ID: <")
         out.append(contentsOf: id)
         out.appendASCII(">\r\n")
+        CustomHeader.append(headers, to: &out)
         out.appendASCII("MIME-Version: 1.0\r\n")
     }
 
@@ -123,6 +146,7 @@ public struct MailMessage: Sendable {
         for mailbox in to { size += Self.estimatedSize(mailbox) }
         for mailbox in cc { size += Self.estimatedSize(mailbox) }
         for mailbox in replyTo { size += Self.estimatedSize(mailbox) }
+        for header in headers { size += header.name.utf8.count + header.value.utf8.count * 2 + 4 }
         return size
     }
 
@@ -151,10 +175,10 @@ public struct MailMessage: Sendable {
     // MARK: - Headers
 
     /// RFC 5322 §2.1.1: lines SHOULD stay within 78 characters.
-    private static let preferredLine = 78
+    static let preferredLine = 78
     /// Above this, an ASCII value is encoded so it can be folded: a line
     /// must never exceed 998 octets.
-    private static let maxRawValue = 900
+    static let maxRawValue = 900
 
     private static func estimatedSize(_ mailbox: Mailbox) -> Int {
         (mailbox.displayName?.utf8.count ?? 0) * 2 + mailbox.address.localPart.utf8.count
@@ -195,9 +219,11 @@ public struct MailMessage: Sendable {
 
     /// Writes printable ASCII, folding (CRLF inserted before a space) where a
     /// line would pass 78 characters. Unfolding removes only the CRLF, so the
-    /// value is unchanged. Callers guarantee no leading/trailing space and at
-    /// most `maxRawValue` octets, so every line stays far below 998.
-    private static func appendFolded(_ value: String, to out: inout [UInt8], column start: Int) {
+    /// value is unchanged. Callers guarantee no leading/trailing space and
+    /// no stretch between two break opportunities longer than `maxRawValue`
+    /// octets (the Subject by limiting the whole value), so with a field
+    /// name of at most 76 characters every line stays below 998.
+    static func appendFolded(_ value: String, to out: inout [UInt8], column start: Int) {
         var value = value
         value.withUTF8 { b in
             if start + b.count <= preferredLine {

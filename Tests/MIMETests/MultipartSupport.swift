@@ -11,12 +11,13 @@ func richMessage(
     cc: [String] = [],
     replyTo: [String] = [],
     subject: String = "Hello",
-    body: String = "Hi there.\n"
+    body: String = "Hi there.\n",
+    headers: [CustomHeader] = []
 ) throws -> MailMessage {
     MailMessage(
         from: try mailbox("Mailgate <noreply@example.com>"),
         to: try to.map(mailbox), cc: try cc.map(mailbox), replyTo: try replyTo.map(mailbox),
-        subject: subject, body: body,
+        subject: subject, body: body, headers: headers,
         date: Date(timeIntervalSince1970: 1_795_604_965),
         messageID: "0123456789abcdef0123456789abcdef.19abc@example.com")
 }
