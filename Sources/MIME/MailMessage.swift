@@ -1,6 +1,7 @@
 // The entry point of message rendering: the header block (dates,
 // addresses, subject, Message-ID, custom headers) and the single-part
-// text/plain body. Custom header checks are in CustomHeader.swift.
+// text/plain body. Multipart bodies are in Multipart.swift, attachments in
+// Attachment.swift, custom header checks in CustomHeader.swift.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -9,7 +10,8 @@ import Foundation
 #endif
 
 /// Why `MailMessage.render()` refused a message. Each description is the
-/// text a client sees as the 400 detail, so it names the field at fault.
+/// text a client sees as the 400 detail, so it names the field (or the
+/// attachment's index in `attachments`, counted from 0) at fault.
 public enum HeaderError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A header value holds CR, LF or NUL (or, for Message-ID, any octet
     /// that cannot appear in a msg-id). Such values are refused, never
@@ -26,6 +28,9 @@ public enum HeaderError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidHeaderName(String)
     /// A custom header's value holds CR, LF or NUL.
     case headerContainsControlCharacter(name: String)
+    /// An attachment that cannot be sent; `index` is its position in
+    /// `attachments`, from 0.
+    case invalidAttachment(index: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -42,6 +47,8 @@ public enum HeaderError: Error, Sendable, Equatable, CustomStringConvertible {
             return "Header not allowed: \"\(name)\" is not a valid header name"
         case .headerContainsControlCharacter(let name):
             return "Header \(name) must not contain CR, LF or NUL"
+        case .invalidAttachment(let index, let reason):
+            return "Invalid attachment \(index): \(reason)"
         }
     }
 }
@@ -53,8 +60,14 @@ public struct MailMessage: Sendable {
     public var cc: [Mailbox]
     public var replyTo: [Mailbox]
     public var subject: String
-    /// The plain-text body.
+    /// The plain-text body; always sent, as the only part or as the first
+    /// alternative to `html`.
     public var body: String
+    /// An HTML alternative to `body`.
+    public var html: String?
+    /// Files, in order. One with a `contentID` is an inline part the HTML
+    /// refers to as "cid:ID" (see Multipart.swift for where it goes).
+    public var attachments: [Attachment]
     /// Extra header fields, written in order after Message-ID. Only the
     /// names `CustomHeader` allows are accepted.
     public var headers: [CustomHeader]
@@ -68,13 +81,16 @@ public struct MailMessage: Sendable {
     }
 
     public init(from: Mailbox, to: [Mailbox], cc: [Mailbox] = [], replyTo: [Mailbox] = [],
-                subject: String, body: String, headers: [CustomHeader] = [], date: Date, messageID: String) {
+                subject: String, body: String, html: String? = nil, attachments: [Attachment] = [],
+                headers: [CustomHeader] = [], date: Date, messageID: String) {
         self.from = from
         self.to = to
         self.cc = cc
         self.replyTo = replyTo
         self.subject = subject
         self.body = body
+        self.html = html
+        self.attachments = attachments
         self.headers = headers
         self.date = date
         self.messageID = messageID
@@ -83,7 +99,18 @@ public struct MailMessage: Sendable {
     /// Renders the complete message as CRLF-terminated bytes, no line over
     /// 998 octets. The body is not dot-stuffed (the SMTP layer does that)
     /// and there is no Bcc header (Bcc lives only in the SMTP envelope).
+    /// Multipart boundaries take their random part from the system's
+    /// generator.
     public func render() throws(HeaderError) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return try render(using: &generator)
+    }
+
+    /// `render()` with the boundaries' random part drawn from `generator`
+    /// (one 64-bit value, and only for a multipart message), so a test can
+    /// make the output repeatable. The boundaries' safety does not depend
+    /// on that randomness (see `Multipart`).
+    public func render<Generator: RandomNumberGenerator>(using generator: inout Generator) throws(HeaderError) -> [UInt8] {
         // All validation happens before any output is built, so nothing
         // below can fail half-way.
         try Self.refuseLineBreaks(subject, field: "Subject")
@@ -96,7 +123,16 @@ public struct MailMessage: Sendable {
         }
         let id = try Self.validatedMessageID(messageID)
         try CustomHeader.validate(headers)
-        return renderTextOnly(id: id)
+        var prepared: [PreparedAttachment] = []
+        prepared.reserveCapacity(attachments.count)
+        for (index, attachment) in attachments.enumerated() {
+            prepared.append(try PreparedAttachment(attachment, index: index))
+        }
+
+        if html == nil && prepared.isEmpty {
+            return renderTextOnly(id: id)
+        }
+        return Multipart.render(self, id: id, attachments: prepared, token: generator.next())
     }
 
     /// The single-part text/plain message: the common case, kept to one
@@ -122,7 +158,7 @@ public struct MailMessage: Sendable {
 
     /// Every header up to and including MIME-Version; the caller writes the
     /// Content-* fields of the message's top-level part.
-    private func appendHeaders(id: ArraySlice<UInt8>, to out: inout [UInt8]) {
+    func appendHeaders(id: ArraySlice<UInt8>, to out: inout [UInt8]) {
         out.appendASCII("Date: ")
         RFC5322Date.append(date, to: &out)
         out.appendCRLF()
@@ -141,7 +177,7 @@ public struct MailMessage: Sendable {
     }
 
     /// Room for the header block and the top-level Content-* fields.
-    private func estimatedHeaderSize(id: ArraySlice<UInt8>) -> Int {
+    func estimatedHeaderSize(id: ArraySlice<UInt8>) -> Int {
         var size = 512 + subject.utf8.count * 2 + id.count + Self.estimatedSize(from)
         for mailbox in to { size += Self.estimatedSize(mailbox) }
         for mailbox in cc { size += Self.estimatedSize(mailbox) }

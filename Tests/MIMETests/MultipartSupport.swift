@@ -3,23 +3,73 @@ import MailgateTesting
 import Testing
 @testable import MIME
 
+/// Swift Testing has an `Attachment` of its own; in these tests the name
+/// means the MIME one.
+typealias Attachment = MIME.Attachment
+
 // MARK: - Fixtures
 
-/// A message with the issue-8 fields; addresses parsed from text.
+/// A message with every issue-8 field; addresses parsed from text.
 func richMessage(
     to: [String] = ["Jane Doe <jane@example.org>"],
     cc: [String] = [],
     replyTo: [String] = [],
     subject: String = "Hello",
     body: String = "Hi there.\n",
+    html: String? = nil,
+    attachments: [Attachment] = [],
     headers: [CustomHeader] = []
 ) throws -> MailMessage {
     MailMessage(
         from: try mailbox("Mailgate <noreply@example.com>"),
         to: try to.map(mailbox), cc: try cc.map(mailbox), replyTo: try replyTo.map(mailbox),
-        subject: subject, body: body, headers: headers,
+        subject: subject, body: body, html: html, attachments: attachments, headers: headers,
         date: Date(timeIntervalSince1970: 1_795_604_965),
         messageID: "0123456789abcdef0123456789abcdef.19abc@example.com")
+}
+
+/// Always the same value: boundaries become "=_mg_<16 hex>_<depth>" with
+/// known hex digits.
+struct FixedGenerator: RandomNumberGenerator {
+    var value: UInt64
+    mutating func next() -> UInt64 { value }
+}
+
+/// Renders with a fixed boundary token (0x0123456789abcdef unless given).
+func renderFixed(_ message: MailMessage, token: UInt64 = 0x0123_4567_89ab_cdef) throws -> [UInt8] {
+    var generator = FixedGenerator(value: token)
+    return try message.render(using: &generator)
+}
+
+/// Bytes 0...255 repeated to `count`.
+func allByteValues(count: Int = 256 * 3 + 17) -> [UInt8] {
+    (0..<count).map { UInt8(truncatingIfNeeded: $0) }
+}
+
+/// Pseudo-random bytes (xorshift), so a large attachment is not one
+/// repeating 57-octet pattern.
+func noiseBytes(count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> [UInt8] {
+    var state = seed
+    var out: [UInt8] = []
+    out.reserveCapacity(count)
+    while out.count < count {
+        state ^= state << 13
+        state ^= state >> 7
+        state ^= state << 17
+        withUnsafeBytes(of: state) { out.append(contentsOf: $0.prefix(count - out.count)) }
+    }
+    return out
+}
+
+func crc32(_ bytes: [UInt8]) -> UInt32 {
+    let table: [UInt32] = (0..<256).map { n in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 == 1 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+    var crc: UInt32 = 0xFFFF_FFFF
+    for b in bytes { crc = table[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
+    return crc ^ 0xFFFF_FFFF
 }
 
 // MARK: - An independent MIME splitter for line-level checks

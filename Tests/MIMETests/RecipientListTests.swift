@@ -68,7 +68,8 @@ import Testing
     }
 
     @Test func noBccHeaderAnywhere() throws {
-        let msg = try richMessage(to: Self.to, cc: Self.cc, replyTo: Self.replyTo)
+        let msg = try richMessage(to: Self.to, cc: Self.cc, replyTo: Self.replyTo, html: "<p>x</p>",
+                                  attachments: [Attachment(filename: "a.txt", content: Array("bcc".utf8))])
         let text = String(decoding: try msg.render(), as: UTF8.self)
         #expect(!text.lowercased().contains("\nbcc:"))
         #expect(!text.lowercased().hasPrefix("bcc:"))
