@@ -50,7 +50,7 @@ struct RoundTripCase: Sendable, CustomTestStringConvertible {
             let id = MessageID.generate(domain: "example.com")
             let msg = try message(subject: c.subject, body: c.body, from: c.from, to: c.to, date: date, messageID: id)
             rendered.append(try msg.render())
-            expected.append((c, msg.from, msg.to, id))
+            expected.append((c, msg.from, msg.to[0], id))
         }
 
         let parsed = try parseWithPython(rendered)

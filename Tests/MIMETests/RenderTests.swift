@@ -61,7 +61,7 @@ import Testing
     @Test func displayNamesWithLineBreaksThrow() throws {
         let address = try EmailAddress(localPart: "a", domain: "example.com")
         var msg = try message()
-        msg.to = Mailbox(displayName: "Eve\r\nBcc: victim@example.com", address: address)
+        msg.to = [Mailbox(displayName: "Eve\r\nBcc: victim@example.com", address: address)]
         #expect(throws: HeaderError.containsControlCharacter(field: "To")) { try msg.render() }
         msg = try message()
         msg.from = Mailbox(displayName: "Eve\n", address: address)
@@ -146,7 +146,7 @@ import Testing
     ])
     func asciiDisplayNamesAreQuotedWhenNeeded(_ name: String, _ rendered: String) throws {
         var msg = try message()
-        msg.to = Mailbox(displayName: name, address: try EmailAddress(localPart: "j", domain: "example.org"))
+        msg.to = [Mailbox(displayName: name, address: try EmailAddress(localPart: "j", domain: "example.org"))]
         let value = Rendered(try msg.render()).field("To")
         #expect(value == " \(rendered) <j@example.org>")
     }
@@ -154,13 +154,13 @@ import Testing
     @Test(arguments: [nil, "", "   "])
     func absentDisplayNameRendersBareAddress(_ name: String?) throws {
         var msg = try message()
-        msg.to = Mailbox(displayName: name, address: try EmailAddress(localPart: "j", domain: "example.org"))
+        msg.to = [Mailbox(displayName: name, address: try EmailAddress(localPart: "j", domain: "example.org"))]
         #expect(Rendered(try msg.render()).field("To") == " j@example.org")
     }
 
     @Test func nonASCIIDisplayNameIsEncoded() throws {
         var msg = try message()
-        msg.to = Mailbox(displayName: "Zoë Ünïcode 🎉", address: try EmailAddress(localPart: "z", domain: "example.org"))
+        msg.to = [Mailbox(displayName: "Zoë Ünïcode 🎉", address: try EmailAddress(localPart: "z", domain: "example.org"))]
         let value = try #require(Rendered(try msg.render()).field("To"))
         #expect(value.hasSuffix(" <z@example.org>"))
         let words = try #require(decodeEncodedWords(String(value.dropLast(" <z@example.org>".count))))
@@ -239,7 +239,7 @@ import Testing
         let address = try EmailAddress(localPart: String(repeating: "l", count: 64),
                                        domain: String(repeating: "d", count: 60) + ".example.com")
         var msg = try message()
-        msg.to = Mailbox(displayName: String(repeating: "Name ", count: 300) + "End", address: address)
+        msg.to = [Mailbox(displayName: String(repeating: "Name ", count: 300) + "End", address: address)]
         let rendered = Rendered(try msg.render())
         #expect(rendered.headerLines.allSatisfy { $0.utf8.count <= 998 })
         let toLines = rendered.headerLines.drop(while: { !$0.hasPrefix("To:") })
