@@ -297,10 +297,14 @@ public final class SMTPConnection {
             // Lets the server refuse an oversized message before we send it.
             // Not dressed up as a server reply: the caller must be able to
             // tell "too large for this server" from a refusal of the sender.
-            if let limit = size.limit, payload.count > limit {
-                throw error(.messageTooLarge(size: payload.count, limit: limit), .mail)
+            // RFC 1870 §3: the message's octets with its CRLFs, without the
+            // doubled dots and the final "." line of the DATA transfer.
+            let endsWithCRLF = message.count >= 2 && message[message.count - 2] == 13 && message[message.count - 1] == 10
+            let messageSize = message.count + (endsWithCRLF || message.isEmpty ? 0 : 2)
+            if let limit = size.limit, messageSize > limit {
+                throw error(.messageTooLarge(size: messageSize, limit: limit), .mail)
             }
-            parameters.append(.size(payload.count))
+            parameters.append(.size(messageSize))
         }
         if serverInfo.supports(.eightBitMIME), message.contains(where: { $0 >= 0x80 }) {
             parameters.append(.body8BitMIME)

@@ -216,13 +216,14 @@ struct RecipientRefusalTests {
             try c.send(envelope(["b@example.com"]), message: Array(repeating: UInt8(ascii: "m"), count: 200),
                        resetFirst: false, deadline: soon())
         }
-        // 200 octets, CRLF and the end-of-data ".\r\n": what SIZE= would say.
+        // 200 octets and the CRLF the transfer ends them with (RFC 1870
+        // counts neither doubled dots nor the final ".\r\n").
         if case .messageTooLarge(let size, let limit)? = error?.kind {
-            #expect(size == 205 && limit == 100)
+            #expect(size == 202 && limit == 100)
         } else {
             Issue.record("expected messageTooLarge, got \(String(describing: error))")
         }
-        #expect(error?.description == "message of 205 bytes exceeds the SMTP server's limit of 100 bytes (localhost:\(server.port))")
+        #expect(error?.description == "message of 202 bytes exceeds the SMTP server's limit of 100 bytes (localhost:\(server.port))")
         #expect(error?.isSafeToRetry == true)  // nothing was sent
         #expect(error?.looksLikeDeadConnection == false)  // so the pool does not try again
         #expect(error?.refusedRecipients == [])
@@ -234,7 +235,7 @@ struct RecipientRefusalTests {
     }
 
     @Test func mailFromDeclaresTheExactSize() throws {
-        let size = sampleMessage.count + 3  // CRLF lines already, no dots to stuff, then ".\r\n"
+        let size = sampleMessage.count  // CRLF lines already; the final ".\r\n" does not count
         let server = try ScriptedServer(opening(["SIZE \(size)"])
             + [.expect("MAIL FROM:<a@example.com> SIZE=\(size)\r\n"), .send("250 ok\r\n"),
                .expect("RCPT TO:<b@example.com>\r\n"), .send("250 ok\r\n"),
