@@ -41,12 +41,14 @@ struct DataDirectoryOptions: ParsableArguments {
     /// AES-256-GCM key for SMTP passwords at rest.
     var secretKeyPath: String { path + "/secret.key" }
 
-    func openStore() throws -> any Store {
+    /// `busyTimeout`: how long a write waits for another process's (see
+    /// `SQLiteStore`); commands wait a minute, `serve` passes its own.
+    func openStore(busyTimeout: TimeInterval = 60) throws -> any Store {
         guard FileManager.default.fileExists(atPath: databasePath) else {
             throw ValidationError("no database at \(databasePath); run `mailgate init --data-dir \(path)` first")
         }
         let secretKey = try KeyFile.load(at: secretKeyPath, minimumLength: 32)
-        return try SQLiteStore(path: databasePath, secretBox: SecretBox(key: secretKey))
+        return try SQLiteStore(path: databasePath, secretBox: SecretBox(key: secretKey), busyTimeout: busyTimeout)
     }
 
     func tokenSigner() throws -> TokenSigner {

@@ -35,7 +35,7 @@ import GRDB
         let path = dir + "/mailgate.sqlite"
         let base = Date(timeIntervalSince1970: 1_750_000_000)
         do {
-            let old = try DatabasePool(path: path, configuration: SQLiteSchema.configuration())
+            let old = try DatabasePool(path: path, configuration: SQLiteSchema.configuration(busyTimeout: 5))
             try SQLiteSchema.migrator.migrate(old, upTo: "v1 login_failures")
             try old.write { db in
                 for offset in 0..<3 {

@@ -6,12 +6,14 @@ import GRDB
 /// applied, by these names, so never edit or rename one; add a new one.
 enum SQLiteSchema {
     /// The configuration of the writing pool (server and CLI alike).
-    static func configuration() -> Configuration {
+    /// `busyTimeout`: how long a write waits for another connection's
+    /// write transaction before failing with SQLITE_BUSY.
+    static func configuration(busyTimeout: TimeInterval) -> Configuration {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         // The CLI and the server write the same file; wait for each other
         // rather than failing with SQLITE_BUSY.
-        configuration.busyMode = .timeout(5)
+        configuration.busyMode = .timeout(busyTimeout)
         configuration.label = "mailgate.store"
         return configuration
     }

@@ -17,13 +17,17 @@ public final class SQLiteStore: Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     /// A new file is created with mode 0600; SQLite gives the -wal and -shm
     /// files the same mode.
-    public init(path: String, secretBox: SecretBox) throws(StoreError) {
+    /// `busyTimeout`: how long a write waits for the write lock held by
+    /// another connection (any process). A request should not wait long
+    /// (the server's default, 5 s, then 500); an administrator's command
+    /// can wait out a burst of writes (the CLI's, 60 s).
+    public init(path: String, secretBox: SecretBox, busyTimeout: TimeInterval = 5) throws(StoreError) {
         seal = PasswordSeal(box: secretBox)
         credentialsReader = try CredentialsReader(path: path, seal: seal)
         try Self.createPrivateFileIfMissing(path)
         sendCounter = try SendCounter(path: Self.countersPath(for: path), ownerOf: path)
         do {
-            pool = try DatabasePool(path: path, configuration: SQLiteSchema.configuration())
+            pool = try DatabasePool(path: path, configuration: SQLiteSchema.configuration(busyTimeout: busyTimeout))
         } catch {
             throw Self.wrap(error, "open \(path)")
         }
