@@ -248,6 +248,19 @@ for c in $connections; do
     inflight[mg$c]=$((B_started - B_answered))
 done
 
+# The same send with a 100 KiB attachment, at the first load only: what
+# decoding, base64 at 76 columns and 140 KB more through SMTP cost.
+first_c=${connections%% *}
+sink_before=$(settled_sink_messages)
+echo 5 >"/proc/$mailgate_pid/clear_refs" 2>/dev/null || true
+run_wrk "attach-c$first_c" attach "$first_c" "$duration" "$send_url"
+alive "$mailgate_pid" "mailgate serve"
+rss[att]=$(vm_kib "$mailgate_pid" VmHWM)
+sink[att]=$(( $(settled_sink_messages) - sink_before )) ok[att]=$B_ok
+rate[att]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
+p50[att]=$B_p50_us p99[att]=$B_p99_us non2xx[att]=$B_non2xx statuses[att]=$B_statuses
+sockerr[att]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
+
 # --- report -------------------------------------------------------------------
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 num() { awk -v n="$1" 'BEGIN { printf "%.0f", n }'; }
@@ -279,6 +292,9 @@ for c in $connections; do
         "mailgate POST send-email" "$c" "$(num "${rate[mg$c]}")" "$(ms "${p50[mg$c]}")" "$(ms "${p99[mg$c]}")" \
         "${non2xx[mg$c]}" "${sockerr[mg$c]}" "$(mib "${rss[mg$c]}")" "${sink[mg$c]} / ${ok[mg$c]}"
 done
+printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+    "send + 100 KiB attachment" "$first_c" "$(num "${rate[att]}")" "$(ms "${p50[att]}")" "$(ms "${p99[att]}")" \
+    "${non2xx[att]}" "${sockerr[att]}" "$(mib "${rss[att]}")" "${sink[att]} / ${ok[att]}"
 echo
 for c in $connections; do
     frac=$(awk -v a="${rate[mg$c]}" -v b="${rate[base$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
@@ -315,7 +331,11 @@ for c in $connections; do
     fi
     if [ "${statuses[mg$c]}" != "200:${ok[mg$c]}" ]; then echo "note -c$c: answers by status: ${statuses[mg$c]}"; fi
 done
-first_c=${connections%% *}
+if [ "${sink[att]}" != "${ok[att]}" ]; then
+    echo "FAIL attachments: the sink received ${sink[att]} messages for ${ok[att]} 200 answers"
+    status=1
+fi
+if [ "${statuses[att]}" != "200:${ok[att]}" ]; then echo "note attachments: answers by status: ${statuses[att]}"; fi
 check() { # label ok?
     if [ "$2" = 1 ]; then echo "  ok    $1"; else echo "  MISS  $1"; missed=1; fi
 }

@@ -3,7 +3,7 @@
 --   BENCH_TOKEN=... wrk -t2 -c16 -d10s --latency -s send.lua URL -- MODE SECONDS [DRAIN]
 --
 -- MODE "send": POST the JSON send-email request with the bearer token from
--- $BENCH_TOKEN. MODE "get": plain GET (the nginx `return 200` baseline), so
+-- $BENCH_TOKEN; "attach": the same with a 100 KiB attachment. MODE "get": plain GET (the nginx `return 200` baseline), so
 -- both runs pay the same wrk-side costs.
 --
 -- Counting what was sent against what the SMTP sink received only works if
@@ -51,10 +51,20 @@ function init(args)
             ["Content-Type"] = "application/json",
         }, '{"to": "bench@example.com", "subject": "Mailgate bench", ' ..
            '"message": "One of many identical messages from make bench."}')
+    elseif mode == "attach" then
+        -- The same send with a 102,399-byte attachment ("ABC" repeated:
+        -- 136,532 characters of base64), the issue 8 bench row.
+        local token = os.getenv("BENCH_TOKEN") or error("BENCH_TOKEN is not set")
+        request_bytes = wrk.format("POST", nil, {
+            ["Authorization"] = "Bearer " .. token,
+            ["Content-Type"] = "application/json",
+        }, '{"to": "bench@example.com", "subject": "Mailgate bench", ' ..
+           '"message": "One of many identical messages from make bench.", ' ..
+           '"attachments": [{"filename": "bench.bin", "content": "' .. string.rep("QUJD", 34133) .. '"}]}')
     elseif mode == "get" then
         request_bytes = wrk.format("GET")
     else
-        error("unknown mode " .. mode .. " (send or get)")
+        error("unknown mode " .. mode .. " (send, attach or get)")
     end
 end
 
