@@ -78,7 +78,7 @@ func crc32(_ bytes: [UInt8]) -> UInt32 {
 /// lines and, for a multipart, its parts (found by the boundary parameter
 /// of its Content-Type). The CRLF before a delimiter line belongs to the
 /// delimiter (RFC 2046 §5.1.1), so `body` is the part's exact content.
-struct Entity {
+struct Entity: HeaderBlock {
     var headerLines: [String]
     var bodyLines: [[UInt8]]
     var children: [Entity] = []
@@ -118,22 +118,6 @@ struct Entity {
             out += line
         }
         return out
-    }
-
-    var fields: [(name: String, value: String)] {
-        var result: [(String, String)] = []
-        for line in headerLines {
-            if line.first == " " || line.first == "\t", let last = result.popLast() {
-                result.append((last.0, last.1 + line))
-            } else if let colon = line.firstIndex(of: ":") {
-                result.append((String(line[..<colon]), String(line[line.index(after: colon)...])))
-            }
-        }
-        return result
-    }
-
-    func field(_ name: String) -> String? {
-        fields.first(where: { $0.name.lowercased() == name.lowercased() })?.value
     }
 
     var boundary: String? {

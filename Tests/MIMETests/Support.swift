@@ -44,7 +44,7 @@ func crlfLines(_ bytes: [UInt8]) -> (lines: [[UInt8]], bareBreak: Bool) {
     return (lines, bare)
 }
 
-struct Rendered {
+struct Rendered: HeaderBlock {
     var headerLines: [String]  // physical lines, before unfolding
     var bodyLines: [[UInt8]]
     var endsWithCRLF: Bool
@@ -59,6 +59,14 @@ struct Rendered {
         bodyLines = blank < lines.count ? Array(lines[(blank + 1)...]) : []
     }
 
+}
+
+/// A rendered message or part, seen as its physical header lines.
+protocol HeaderBlock {
+    var headerLines: [String] { get }
+}
+
+extension HeaderBlock {
     /// Unfolded header fields as (name, raw value).
     var fields: [(name: String, value: String)] {
         var result: [(String, String)] = []
