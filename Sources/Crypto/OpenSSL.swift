@@ -74,6 +74,24 @@ public enum Crypto {
         return Array(out.prefix(Int(outLength)))
     }
 
+    /// SHA-256 of `message` via OpenSSL's one-shot `EVP_Digest`.
+    public static func sha256(_ message: [UInt8]) throws(CryptoError) -> [UInt8] {
+        guard let md = EVP_sha256() else { throw .openSSL("EVP_sha256") }
+        ERR_clear_error()
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var outLength: UInt32 = 0
+        let ok = withNonNullPointer(message) { msgPtr, msgCount in
+            out.withUnsafeMutableBufferPointer { outBuf in
+                EVP_Digest(msgPtr, msgCount, outBuf.baseAddress, &outLength, md, nil) == 1
+            }
+        }
+        guard ok else { throw .openSSL("EVP_Digest") }
+        guard outLength == UInt32(sha256Length) else {
+            throw .openSSL(call: "EVP_Digest", reason: "unexpected output length \(outLength)")
+        }
+        return Array(out.prefix(Int(outLength)))
+    }
+
     /// `count` bytes from OpenSSL's CSPRNG (`RAND_bytes`).
     public static func randomBytes(_ count: Int) throws(CryptoError) -> [UInt8] {
         guard count >= 0, count <= Int(Int32.max) else {

@@ -130,11 +130,13 @@ struct APIError: Error, Sendable {
     }
 
     /// FastAPI's validation error shape: a list of `{type, loc, msg}`.
-    static func validation(_ problems: [(type: String, location: [String], message: String)]) -> APIError {
-        APIError(status: 422, code: .validationError, detail: .array(problems.map { problem in
+    /// Every 422 has it, also those with their own code (too many
+    /// recipients, a reused idempotency key).
+    static func validation(_ problems: [ValidationProblem], code: ErrorCode = .validationError) -> APIError {
+        APIError(status: 422, code: code, detail: .array(problems.map { problem in
             .object([
                 ("type", .string(problem.type)),
-                ("loc", .array(problem.location.map { .string($0) })),
+                ("loc", .array(problem.location.map(\.json))),
                 ("msg", .string(problem.message)),
             ])
         }), headers: [])

@@ -116,6 +116,9 @@ final class RequestContext {
     let path: String?
     let started = ContinuousClock.now
     var log = RequestLog()
+    /// Set when an SMTP failure came after the message was handed over (it
+    /// may have been delivered): such an answer ends an idempotent request.
+    var messageHandedOver = false
 
     init(request: CGIRequest, basePath: String) {
         self.request = request

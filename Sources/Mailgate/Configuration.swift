@@ -1,3 +1,4 @@
+import Foundation
 import MIME
 import SMTP
 import Store
@@ -36,6 +37,21 @@ public struct AppConfiguration: Sendable {
     /// Recipients per window for users without a quota of their own
     /// (`mailgate user limits`); absent or 0: unlimited.
     public var defaultQuota: [QuotaWindow: Int] = [:]
+    /// Addresses in `to`, `cc` and `bcc` together, at most; more is 422.
+    public var maxRecipients: Int = 50
+    /// The rendered message (headers, encoded parts), at most; more is 413.
+    /// Base64 makes attachments 4/3 larger in the JSON body too: `--max-body`
+    /// and nginx's `client_max_body_size` must leave room for that.
+    public var maxMessageBytes: Int = 25 << 20
+    /// How long an `Idempotency-Key` is remembered, seconds.
+    public var idempotencyTTL: TimeInterval = 24 * 60 * 60
+    /// A key still in flight this long after its claim belongs to a worker
+    /// that died mid-send: the SMTP deadline plus a margin for the work
+    /// around the send (rendering, the store).
+    var idempotencyStaleAfter: TimeInterval {
+        let (seconds, attoseconds) = smtpDeadline.components
+        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18 + 60
+    }
     /// Where request lines go directly (`serve`: the same writer as its log
     /// handler); nil: through the logger, as metadata.
     public var requestLog: LineWriter? = nil

@@ -6,67 +6,52 @@ import SMTP
 import Store
 import Crypto
 
-/// The validated body of `POST /smtp/send-email`.
-struct SendEmailBody {
-    var to: String
-    var subject: String
-    var message: String
-
-    /// Decodes the JSON body with FastAPI's 422 shapes for every problem.
-    static func decode(_ body: [UInt8]) throws(APIError) -> SendEmailBody {
-        let value: JSONValue
-        do {
-            value = try JSONParser.parse(body)
-        } catch {
-            throw .validation([("json_invalid", ["body", String(error.offset)], "JSON decode error: \(error.message)")])
-        }
-        guard case .object(let members) = value else {
-            throw .validation([("model_attributes_type", ["body"], "Input should be a valid dictionary or object to extract fields from")])
-        }
-        var problems: [(type: String, location: [String], message: String)] = []
-        func field(_ name: String) -> String? {
-            // By bytes, not String ==: linear on any key (see `utf8Equals`).
-            guard let member = members.first(where: { $0.0.utf8Equals(name) }) else {
-                problems.append(("missing", ["body", name], "Field required"))
-                return nil
-            }
-            guard case .string(let text) = member.1 else {
-                problems.append(("string_type", ["body", name], "Input should be a valid string, not \(member.1.typeName)"))
-                return nil
-            }
-            return text
-        }
-        let to = field("to"), subject = field("subject"), message = field("message")
-        guard problems.isEmpty, let to, let subject, let message else { throw .validation(problems) }
-        return SendEmailBody(to: to, subject: subject, message: message)
-    }
-}
-
 extension Application {
     /// `POST /smtp/send-email`: bearer token, JSON body, then one SMTP
     /// transaction. 200 only after the server answered 250 to the message.
+    /// With an `Idempotency-Key`, at most one send per key (see Idempotency.swift).
     func sendEmail(_ context: RequestContext) throws(APIError) -> CGIResponse {
         let credentials = try authenticate(context)
         context.log.user = credentials.user.username
-
-        let input = try SendEmailBody.decode(try context.completeBody())
-
-        let recipient: Mailbox
-        do {
-            recipient = try EmailAddress.parse(input.to)
-        } catch {
-            throw APIError(400, .invalidRecipient, "Invalid recipient address: \(error)")
+        let body = try context.completeBody()
+        guard let key = try idempotencyKey(context) else {
+            return try send(body, as: credentials, context)
         }
+        return try idempotently(key: key, body: body, of: credentials.user.username, context) { () throws(APIError) in
+            try send(body, as: credentials, context)
+        }
+    }
+
+    /// Decodes, checks, renders and sends one message: every answer of the
+    /// send route after authentication.
+    private func send(_ body: [UInt8], as credentials: Credentials, _ context: RequestContext) throws(APIError) -> CGIResponse {
+        let input = try SendEmailBody.decode(body)
+        let maxRecipients = configuration.maxRecipients
+        guard input.recipientCount <= maxRecipients else {
+            throw .validation([.init("too_many_recipients", ["body"],
+                                     "Too many recipients: \(input.recipientCount); the limit is \(maxRecipients) (to, cc and bcc together)")],
+                              code: .tooManyRecipients)
+        }
+        let to = try Self.mailboxes(input.to)
+        let cc = try input.cc.map(Self.mailboxes) ?? []
+        let bcc = try input.bcc.map(Self.mailboxes) ?? []
+        let replyTo = try input.replyTo.map(Self.mailboxes) ?? []
+        let envelopeRecipients = SMTPEnvelope.uniqueRecipients((to + cc + bcc).map(\.address))
+
         // Before anything else is looked at: a token limited to some
         // recipients (a contact form's) learns nothing more by probing.
-        let address = recipient.address
-        guard credentials.recipientPolicy.permits(localPart: address.localPart, domain: address.domain) else {
+        for address in envelopeRecipients
+        where !credentials.recipientPolicy.permits(localPart: address.localPart, domain: address.domain) {
             context.log.outcome = "refused: recipient not allowed"
             throw APIError(403, .recipientNotAllowed, "Recipient not allowed for this user: \(address)")
         }
         if input.message.utf8.contains(0x00) {
             throw APIError(400, .invalidRequest, "Message must not contain NUL characters")
         }
+        if let html = input.html, html.utf8.contains(0x00) {
+            throw APIError(400, .invalidRequest, "HTML must not contain NUL characters")
+        }
+        let attachments = try Self.attachments(input.attachments)
         guard let integration = credentials.integration else {
             throw APIError(400, .noIntegration, "No SMTP integration configured for this user")
         }
@@ -81,12 +66,21 @@ extension Application {
         let mail: ComposedMail
         do {
             mail = try ComposedMail.compose(
-                from: sender.address, fromName: integration.fromName, to: recipient, subject: input.subject,
-                body: input.message, date: Date(timeIntervalSince1970: TimeInterval(now())))
+                from: sender.address, fromName: integration.fromName,
+                recipients: MessageRecipients(to: to, cc: cc, bcc: bcc, replyTo: replyTo),
+                content: MessageContent(subject: input.subject, text: input.message, html: input.html,
+                                        attachments: attachments,
+                                        headers: input.headers.map { CustomHeader(name: $0.name, value: $0.value) }),
+                date: Date(timeIntervalSince1970: TimeInterval(now())))
         } catch {
-            // The renderer is the one place header values are checked
-            // (CR, LF or NUL in the subject): "Subject must not contain ...".
-            throw APIError(400, .invalidRequest, error.description)
+            // The renderer is the one place header values, custom header
+            // names and attachment names are checked.
+            throw Self.renderingFailure(error)
+        }
+        guard mail.message.count <= configuration.maxMessageBytes else {
+            context.log.outcome = "refused: message of \(mail.message.count) bytes"
+            throw APIError(413, .messageTooLarge,
+                           "Message too large: \(mail.message.count) bytes encoded; the limit is \(configuration.maxMessageBytes) bytes")
         }
 
         // The slot is held for the SMTP exchange only: that is the wait a
@@ -105,6 +99,7 @@ extension Application {
                                        message: mail.message, deadline: deadline)
         } catch {
             context.log.outcome = "\(error.stage.rawValue): \(error.description)"
+            context.messageHandedOver = !error.isSafeToRetry
             // Not sent: the recipients do not count. A message that may
             // have been delivered (lost after the data) still does.
             var counted = reservation
@@ -120,7 +115,56 @@ extension Application {
         return .json(200, .object([
             ("status", .string("Email sent successfully")),
             ("message_id", .string("<\(messageID)>")),
+            ("recipients", .number(String(mail.envelope.recipients.count))),
         ]), headers: reservation.map(Self.rateLimitHeaders) ?? [])
+    }
+
+    /// Each address of a member parsed; the first bad one is a 400 naming
+    /// it (`to` alone keeps the original one-recipient text).
+    private static func mailboxes(_ member: SendEmailBody.Addresses) throws(APIError) -> [Mailbox] {
+        var out: [Mailbox] = []
+        out.reserveCapacity(member.values.count)
+        for (index, text) in member.values.enumerated() {
+            do {
+                out.append(try EmailAddress.parse(text))
+            } catch {
+                let place = member.isList || !member.member.utf8Equals("to") ? " in \(member.label(index))" : ""
+                throw APIError(400, .invalidRecipient, "Invalid recipient address\(place): \(error)")
+            }
+        }
+        return out
+    }
+
+    /// Attachment contents decoded from base64; the file name must be there
+    /// (its characters are the renderer's to judge).
+    private static func attachments(_ inputs: [SendEmailBody.AttachmentInput]) throws(APIError) -> [Attachment] {
+        var out: [Attachment] = []
+        out.reserveCapacity(inputs.count)
+        for (index, input) in inputs.enumerated() {
+            guard let filename = input.filename else {
+                throw APIError(400, .invalidAttachment, "Invalid attachment \(index): filename is required")
+            }
+            guard let content = AttachmentContent.decode(input.content) else {
+                throw APIError(400, .invalidAttachment, "Invalid attachment \(index): content is not valid base64")
+            }
+            out.append(Attachment(filename: filename, content: content, contentType: input.contentType,
+                                  contentID: input.contentID))
+        }
+        return out
+    }
+
+    /// The renderer's refusals by what the client got wrong: a custom
+    /// header, an attachment, or a header value (CR, LF or NUL in the
+    /// subject: "Subject must not contain ...").
+    private static func renderingFailure(_ error: HeaderError) -> APIError {
+        switch error {
+        case .headerNotAllowed, .invalidHeaderName, .headerContainsControlCharacter:
+            APIError(400, .headerNotAllowed, error.description)
+        case .invalidAttachment:
+            APIError(400, .invalidAttachment, error.description)
+        case .containsControlCharacter, .noRecipient:
+            APIError(400, .invalidRequest, error.description)
+        }
     }
 
     /// Counts the recipients against the user's quotas (nil: no quota

@@ -17,23 +17,23 @@ extension Application {
         let contentType = context.request.header("Content-Type") ?? ""
         guard ASCIIBytes.hasPrefix(contentType.utf8, ignoringCase: "application/x-www-form-urlencoded") else {
             throw .validation([
-                ("missing", ["body", "username"], "Field required"),
-                ("missing", ["body", "password"], "Field required"),
+                .init("missing", ["body", "username"], "Field required"),
+                .init("missing", ["body", "password"], "Field required"),
             ])
         }
         let fields: FormFields
         do {
             fields = try FormDecoding.decode(body, keeping: ["username", "password", "grant_type"])
         } catch .duplicateField(let name) {
-            throw .validation([("duplicate", ["body", name], "Field given more than once")])
+            throw .validation([.init("duplicate", ["body", .string(name)], "Field given more than once")])
         } catch {
-            throw .validation([("value_error", ["body"], "Form body is not valid UTF-8 form encoding")])
+            throw .validation([.init("value_error", ["body"], "Form body is not valid UTF-8 form encoding")])
         }
-        var problems: [(type: String, location: [String], message: String)] = []
-        if fields["username"] == nil { problems.append(("missing", ["body", "username"], "Field required")) }
-        if fields["password"] == nil { problems.append(("missing", ["body", "password"], "Field required")) }
+        var problems: [ValidationProblem] = []
+        if fields["username"] == nil { problems.append(.init("missing", ["body", "username"], "Field required")) }
+        if fields["password"] == nil { problems.append(.init("missing", ["body", "password"], "Field required")) }
         if let grant = fields["grant_type"], !grant.utf8Equals("password") {
-            problems.append(("string_pattern_mismatch", ["body", "grant_type"], "String should match pattern '^password$'"))
+            problems.append(.init("string_pattern_mismatch", ["body", "grant_type"], "String should match pattern '^password$'"))
         }
         guard problems.isEmpty, let username = fields["username"], let password = fields["password"] else {
             throw .validation(problems)

@@ -94,8 +94,9 @@ struct IntegrationCommand: ParsableCommand {
             let recipient = try EmailAddress.parse(sendTo)
             let sender = submission.sender
             let mail = try ComposedMail.compose(
-                from: sender.address, fromName: integration.fromName, to: recipient,
-                subject: "Mailgate test message", body: "This is a test message sent by `mailgate integration test`.\n",
+                from: sender.address, fromName: integration.fromName, recipients: MessageRecipients(to: [recipient]),
+                content: MessageContent(subject: "Mailgate test message",
+                                        text: "This is a test message sent by `mailgate integration test`.\n"),
                 date: Date())
             let messageID = mail.messageID
             let reply = try connection.send(mail.envelope, message: mail.message, resetFirst: false, deadline: deadline)

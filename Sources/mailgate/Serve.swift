@@ -26,8 +26,15 @@ struct Serve: ParsableCommand {
     @Option(help: "Loopback TCP address, e.g. 127.0.0.1:9000.") var listen: String?
     @Option(help: "Worker threads (each serves one request at a time).") var threads: Int = 16
     @Option(name: .customLong("base-path"), help: "URL prefix before the routes, e.g. /api.") var basePath: String = ""
-    @Option(name: .customLong("max-body"), help: "Largest request body in bytes; larger gets 413 unread.")
-    var maxBody: Int = 1 << 20
+    @Option(name: .customLong("max-body"),
+            help: "Largest request body in bytes; larger gets 413 unread. The default fits a message of --max-message-bytes with its attachments in base64 (4/3).")
+    var maxBody: Int = 36 << 20
+    @Option(name: .customLong("max-message-bytes"), help: "Largest message once encoded (headers, text, attachments); larger gets 413.")
+    var maxMessageBytes: Int = 25 << 20
+    @Option(name: .customLong("max-recipients"), help: "Addresses in to, cc and bcc together, at most; more gets 422.")
+    var maxRecipients: Int = 50
+    @Option(name: .customLong("idempotency-ttl"), help: "How long an Idempotency-Key and its answer are kept.")
+    var idempotencyTTL: DurationArgument = DurationArgument(seconds: 24 * 3600)
     @Option(name: .customLong("token-ttl"), help: "Lifetime of tokens from POST /token.")
     var tokenTTL: DurationArgument = DurationArgument(seconds: 30 * 60)
     @Option(name: .customLong("smtp-timeout"), help: "Deadline for a whole SMTP exchange (keep below nginx's fastcgi_read_timeout).")
@@ -63,6 +70,8 @@ struct Serve: ParsableCommand {
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1-1024") }
         // The body is held in memory whole; 1 GiB is far above any mail.
         guard (1...(1 << 30)).contains(maxBody) else { throw ValidationError("--max-body must be 1 to 1073741824 bytes") }
+        guard (1...(1 << 30)).contains(maxMessageBytes) else { throw ValidationError("--max-message-bytes must be 1 to 1073741824 bytes") }
+        guard (1...1000).contains(maxRecipients) else { throw ValidationError("--max-recipients must be 1 to 1000") }
         if let maxInFlightPerUser, maxInFlightPerUser < 1 { throw ValidationError("--max-in-flight-per-user must be at least 1") }
         if let kdfConcurrency, kdfConcurrency < 1 { throw ValidationError("--kdf-concurrency must be at least 1") }
         for (name, value) in [("minute", quotaPerMinute), ("hour", quotaPerHour), ("day", quotaPerDay)] where value < 0 {
@@ -97,7 +106,8 @@ struct Serve: ParsableCommand {
 
         // Refuse to start on unsafe keys before anything listens.
         let signer = try data.tokenSigner()
-        let store = try data.openStore()
+        // A request waits at most 5 s for another writer, then answers 500.
+        let store = try data.openStore(busyTimeout: 5)
 
         var configuration = AppConfiguration()
         configuration.basePath = basePath
@@ -111,6 +121,9 @@ struct Serve: ParsableCommand {
         configuration.kdfConcurrency = kdfConcurrency ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
         configuration.defaultQuota = [.minute: quotaPerMinute, .hour: quotaPerHour, .day: quotaPerDay]
         configuration.requestLog = lineWriter
+        configuration.maxMessageBytes = maxMessageBytes
+        configuration.maxRecipients = maxRecipients
+        configuration.idempotencyTTL = TimeInterval(idempotencyTTL.seconds)
 
         let pools = SMTPPoolRegistry(maxIdlePerPool: poolSize, idleTimeout: poolIdleTimeout.duration,
                                      maxMessagesPerConnection: maxMessagesPerConnection)

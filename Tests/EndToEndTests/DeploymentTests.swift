@@ -285,7 +285,8 @@ enum Deployment {
 
     /// Through the web server on `port`, routes under `prefix`: a token from
     /// /token, a send that arrives, a 401 with `WWW-Authenticate: Bearer`,
-    /// and a 2 MiB body refused with 413. Returns the token.
+    /// and a body over both the shipped nginx limit (36 MiB) and Apache's
+    /// (1 MiB) refused with 413. Returns the token.
     @discardableResult
     static func checkRoutes(port: Int, prefix: String = "", user: TestUser, name: String) async throws -> String {
         let env = try await E2E.get()
@@ -300,7 +301,7 @@ enum Deployment {
         let anonymous = try await env.send(token: nil, to: "bob@example.org", subject: "x", message: "x", port: port,
                                            prefix: prefix)
         #expect(anonymous.status == 401 && anonymous.header("WWW-Authenticate") == "Bearer", "\(name): \(anonymous)")
-        let oversized = try await env.sendRaw(token: token, body: [UInt8](repeating: UInt8(ascii: " "), count: 2 << 20),
+        let oversized = try await env.sendRaw(token: token, body: [UInt8](repeating: UInt8(ascii: " "), count: (36 << 20) + 1),
                                               port: port, prefix: prefix)
         #expect(oversized.status == 413, "\(name): \(oversized)")
         return token

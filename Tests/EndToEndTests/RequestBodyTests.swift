@@ -106,9 +106,10 @@ struct RequestBodyTests {
 
     // MARK: Size → 413
 
+    /// Over the shipped `client_max_body_size 36m` of the send route.
     @Test func bodyOverNginxLimitIs413() async throws {
         let (env, token) = try await sender("big")
-        let body = Array(#"{"to":"a@example.org","subject":"s","message":""#.utf8) + [UInt8](repeating: 0x61, count: 1 << 20)
+        let body = Array(#"{"to":"a@example.org","subject":"s","message":""#.utf8) + [UInt8](repeating: 0x61, count: 36 << 20)
             + Array(#""}"#.utf8)
         let response = try await env.sendRaw(token: token, body: body)
         #expect(response.status == 413, "\(response)")

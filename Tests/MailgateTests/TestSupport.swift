@@ -77,17 +77,19 @@ final class AppFixture {
     }
 
     /// `remoteAddress`: the CGI `REMOTE_ADDR` (none by default).
+    /// `headers`: further CGI parameters, e.g. `HTTP_IDEMPOTENCY_KEY`.
     func post(_ path: String, body: String, contentType: String = "application/json", authorization: String? = nil,
-              method: String = "POST", remoteAddress: String? = nil) -> CGIResponse {
+              method: String = "POST", remoteAddress: String? = nil, headers: [String: String] = [:]) -> CGIResponse {
         var params = ["REQUEST_METHOD": method, "DOCUMENT_URI": path, "CONTENT_TYPE": contentType,
-                      "CONTENT_LENGTH": String(body.utf8.count)]
+                      "CONTENT_LENGTH": String(body.utf8.count)].merging(headers) { _, new in new }
         if let authorization { params["HTTP_AUTHORIZATION"] = authorization }
         if let remoteAddress { params["REMOTE_ADDR"] = remoteAddress }
         return application.handle(CGIRequest(params: params, body: .complete(Array(body.utf8))))
     }
 
-    func send(_ json: String, token: String? = nil) throws -> CGIResponse {
-        post("/smtp/send-email", body: json, authorization: "Bearer \(try token ?? self.token())")
+    func send(_ json: String, token: String? = nil, idempotencyKey: String? = nil) throws -> CGIResponse {
+        post("/smtp/send-email", body: json, authorization: "Bearer \(try token ?? self.token())",
+             headers: idempotencyKey.map { ["HTTP_IDEMPOTENCY_KEY": $0] } ?? [:])
     }
 }
 

@@ -6,6 +6,10 @@ Each accepted message is written to --spool as NNNNNN.eml (the exact bytes
 after DATA, with CRLF line ends restored) and NNNNNN.json (envelope), and/or
 printed to stdout with --print. Optional STARTTLS, implicit TLS and AUTH
 make it a realistic peer for the SMTP client.
+
+Recipients whose local part starts with "refuse5" are refused with 550,
+"refuse4" with 450 (for tests of refused recipients); --size-limit sets the
+SIZE the server announces and enforces.
 """
 import argparse
 import asyncio
@@ -25,6 +29,15 @@ class Capture:
         self.echo = echo
         self.lock = threading.Lock()
         self.count = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0].lower()
+        if local.startswith("refuse5"):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        if local.startswith("refuse4"):
+            return "450 4.2.1 <%s>: Recipient address rejected: Try again later" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
@@ -80,6 +93,8 @@ def main():
     parser.add_argument("--tls-key")
     parser.add_argument("--starttls", action="store_true", help="offer STARTTLS (needs --tls-cert/--tls-key)")
     parser.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (SMTPS)")
+    parser.add_argument("--size-limit", type=int, default=64 * 1024 * 1024,
+                        help="largest message accepted, announced as SIZE")
     parser.add_argument("--auth-user")
     parser.add_argument("--auth-password-file", help="file holding the AUTH password (never on the command line)")
     args = parser.parse_args()
@@ -104,7 +119,7 @@ def main():
     controller = Controller(
         Capture(args.spool, args.echo), hostname=args.host, port=args.port,
         ssl_context=context if args.implicit_tls else None,
-        server_hostname="localhost", data_size_limit=64 * 1024 * 1024,
+        server_hostname="localhost", data_size_limit=args.size_limit,
         decode_data=False, **kwargs)
     controller.start()
     print("READY %s:%d" % (args.host, args.port), flush=True)

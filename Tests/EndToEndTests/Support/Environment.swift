@@ -298,9 +298,18 @@ final class E2E: Sendable {
         return try await sendRaw(token: token, body: [UInt8](body), port: port, prefix: prefix)
     }
 
-    func sendRaw(token: String?, body: [UInt8], contentType: String = "application/json", port: Int? = nil,
+    /// POST /smtp/send-email with any JSON object (arrays, attachments...)
+    /// and extra request headers (e.g. `Idempotency-Key`).
+    func sendJSON(token: String?, _ object: [String: Any], headers extra: [(String, String)] = [],
+                  port: Int? = nil) async throws -> HTTPResponse {
+        let body = try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes, .sortedKeys])
+        return try await sendRaw(token: token, body: [UInt8](body), headers: extra, port: port)
+    }
+
+    func sendRaw(token: String?, body: [UInt8], contentType: String = "application/json",
+                 headers extra: [(String, String)] = [], port: Int? = nil,
                  prefix: String = "") async throws -> HTTPResponse {
-        var headers = [("Content-Type", contentType)]
+        var headers = [("Content-Type", contentType)] + extra
         if let token { headers.append(("Authorization", "Bearer \(token)")) }
         return try await http(HTTP.request("POST", prefix + "/smtp/send-email", headers: headers, body: body), port: port)
     }

@@ -13,6 +13,8 @@ final class CaptureServer: Sendable {
         var certificate: Certificate? = nil
         var authUser: String? = nil
         var authPassword: String? = nil
+        /// The SIZE limit announced and enforced (default 64 MiB).
+        var sizeLimit: Int? = nil
     }
 
     let child: Child
@@ -36,6 +38,7 @@ final class CaptureServer: Sendable {
                          "--spool", spool]
         if let certificate = options.certificate { arguments += ["--tls-cert", certificate.cert, "--tls-key", certificate.key] }
         if options.starttls { arguments.append("--starttls") }
+        if let limit = options.sizeLimit { arguments += ["--size-limit", String(limit)] }
         if options.implicitTLS { arguments.append("--implicit-tls") }
         if let user = options.authUser {
             let passwordFile = "\(dir)/\(name)-smtp-password"
@@ -223,7 +226,26 @@ struct ParsedEmail: Decodable, Sendable {
     var contentType: String
     var charset: String?
     var transferEncoding: String?
+    /// The tree of content types, e.g. "multipart/alternative(text/plain,text/html)".
+    var structure: String
+    /// Every leaf part, in order.
+    var parts: [Part]
+    /// Defects found anywhere in the message.
     var defects: [String]
+
+    struct Part: Decodable, Sendable {
+        var contentType: String
+        var charset: String?
+        var disposition: String?
+        var filename: String?
+        var contentID: String?
+        var transferEncoding: String?
+        /// The part's decoded content, base64 (JSON cannot carry bytes).
+        var bytes: String
+
+        var content: [UInt8] { Data(base64Encoded: bytes).map { [UInt8]($0) } ?? [] }
+        var text: String { String(decoding: content, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n") }
+    }
 
     /// The decoded body with line ends as "\n".
     var text: String? { body.map { $0.replacingOccurrences(of: "\r\n", with: "\n") } }

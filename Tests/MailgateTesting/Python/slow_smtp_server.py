@@ -3,7 +3,8 @@
 waits, then accepts one message: lets a test act while a request is in
 flight (EndToEndTests' lifecycle tests).
 
-Usage: slow_smtp_server.py PORT   (prints READY once it listens)
+Usage: slow_smtp_server.py PORT [DELAY]   (prints READY once it listens;
+DELAY: seconds between the connection and the greeting, default 1.5)
 """
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -11,7 +12,7 @@ s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(5)
 print("READY", flush=True)
 c, _ = s.accept()
 print("CONNECTED", flush=True)
-time.sleep(1.5)
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 1.5)
 f = c.makefile("rb")
 c.sendall(b"220 slow ESMTP\r\n")
 while True:
