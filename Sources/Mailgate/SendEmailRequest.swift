@@ -143,25 +143,26 @@ private struct MemberReader {
                 problems.append(.init("dict_type", path, "Input should be a valid dictionary, not \(element.typeName)"))
                 continue
             }
-            func text(_ name: String) -> (present: Bool, value: String?) {
-                guard let field = fields.first(where: { $0.0.utf8Equals(name) })?.1, field != .null else { return (false, nil) }
+            // nil: absent or null; a wrong type is recorded as a problem.
+            var typesValid = true
+            func text(_ name: String) -> String? {
+                guard let field = fields.first(where: { $0.0.utf8Equals(name) })?.1, field != .null else { return nil }
                 guard case .string(let text) = field else {
                     problems.append(.init("string_type", path + [.string(name)], "Input should be a valid string, not \(field.typeName)"))
-                    return (true, nil)
+                    typesValid = false
+                    return nil
                 }
-                return (true, text)
+                return text
             }
             // A missing file name is the caller's mistake about the file, not
             // about JSON: 400 invalid_attachment later, like an empty one.
             let filename = text("filename"), content = text("content")
             let contentType = text("content_type"), contentID = text("content_id")
-            if !content.present {
+            if content == nil, !fields.contains(where: { $0.0.utf8Equals("content") && $0.1 != .null }) {
                 problems.append(.init("missing", path + ["content"], "Field required"))
             }
-            guard let body = content.value, filename.present == (filename.value != nil),
-                  contentType.present == (contentType.value != nil), contentID.present == (contentID.value != nil)
-            else { continue }
-            out.append(.init(filename: filename.value, content: body, contentType: contentType.value, contentID: contentID.value))
+            guard typesValid, let content else { continue }
+            out.append(.init(filename: filename, content: content, contentType: contentType, contentID: contentID))
         }
         return out
     }

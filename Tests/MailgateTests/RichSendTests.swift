@@ -36,6 +36,22 @@ import Testing
         #expect(fixture.transport.sent.isEmpty)
     }
 
+    /// Every shape problem at once, each at its member's path.
+    @Test func attachmentShapeProblemsAre422AtTheirPaths() throws {
+        let fixture = try AppFixture()
+        let response = try fixture.send(#"""
+            {"to": "a@example.org", "subject": "s", "message": "m", "html": 3, "headers": {"X-A": "1", "X-B": null},
+             "attachments": [{"filename": "a"}, {"filename": 1, "content": "YQ=="}, "x", {"content": "YQ==", "content_id": []}]}
+            """#)
+        #expect(response.status == 422)
+        let problems = try #require(response.detail as? [[String: Any]])
+        let locations = problems.map { ($0["loc"] as? [Any] ?? []).map { "\($0)" }.joined(separator: ".") }
+        #expect(locations == ["body.html", "body.attachments.0.content", "body.attachments.1.filename", "body.attachments.2",
+                              "body.attachments.3.content_id", "body.headers.X-B"], "\(locations)")
+        #expect(problems.map { $0["type"] as? String } == ["string_type", "missing", "string_type", "dict_type", "string_type", "string_type"])
+        #expect(fixture.transport.sent.isEmpty)
+    }
+
     @Test func theRecipientPolicyCoversCcAndBcc() throws {
         let fixture = try AppFixture()
         try fixture.store.setRecipientPolicy(RecipientPolicy(parsing: ["*@example.org"]), for: "alice")
