@@ -5,7 +5,7 @@ import PackageDescription
 //
 // Module layers (each depends only on those below it):
 //   mailgate (CLI)  -> Mailgate, and the modules its commands use
-//   Mailgate        the application: routes, decoding, errors, request log
+//   Mailgate        the application: routes, decoding, errors, request log, metrics
 //   FastCGI         libfcgi workers, plain requests and responses, CGI fallback
 //   SMTP            SMTP client: byte stream, session, pool (OpenSSL for TLS)
 //   Store           users, integrations, logins (GRDB/SQLite)
@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -48,11 +50,14 @@ let package = Package(
         .target(name: "Mailgate", dependencies: [
             "FastCGI", "SMTP", "MIME", "Crypto", "Store", "JSON", "Posix",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "mailgate", dependencies: [
             "Mailgate", "Store", "Crypto", "SMTP", "MIME", "FastCGI", "Base64",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The test kit: harness errors, child processes, loopback ports,
         // certificates, raw HTTP and FastCGI clients, and the Python helpers

@@ -21,9 +21,12 @@ public final class Application: Sendable {
     let now: @Sendable () -> Int64
     let inFlight: InFlightLimit
     let kdfGate: KDFGate
+    /// What `GET /metrics` shows: `serve` passes the one it bootstrapped
+    /// `MetricsSystem` with; by default each application has its own.
+    let metrics: ServiceMetrics
 
     public init(configuration: AppConfiguration, store: Store, signer: TokenSigner, hasher: PasswordHasher,
-                transport: any MailTransport, logger: Logger,
+                transport: any MailTransport, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
                 now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.configuration = configuration
         self.store = store
@@ -32,6 +35,7 @@ public final class Application: Sendable {
         self.transport = transport
         self.logger = logger
         self.now = now
+        self.metrics = metrics
         self.inFlight = InFlightLimit(limitPerUser: configuration.maxInFlightPerUser)
         self.kdfGate = KDFGate(slots: configuration.kdfConcurrency, patience: configuration.kdfWait)
     }
@@ -42,8 +46,10 @@ public final class Application: Sendable {
         do {
             response = try respond(to: context)
         } catch {
+            context.errorCode = error.code
             response = error.response
         }
+        metrics.record(route: context.routeIndex, status: response.status, send: context.sendOutcome(status: response.status))
         log(context, status: response.status)
         return response
     }
@@ -53,16 +59,20 @@ public final class Application: Sendable {
         Route(path: "/token", method: "POST") { app, context throws(APIError) in try app.issueToken(context) },
         Route(path: "/smtp/send-email", method: "POST") { app, context throws(APIError) in try app.sendEmail(context) },
         Route(path: "/health", method: "GET") { app, context throws(APIError) in try app.health(context) },
+        Route(path: "/metrics", method: "GET") { app, context throws(APIError) in app.metricsPage(context) },
     ]
 
     private func respond(to context: RequestContext) throws(APIError) -> CGIResponse {
         // Matched by bytes (String == normalises Unicode: quadratic on hostile input).
         // One pass, no allocation on the way to a match: `allowed` only fills
-        // when the path matched and the method did not (405).
+        // when the path matched and the method did not (405). The first
+        // route whose path matched names the request in the metrics.
         guard let path = context.path else { throw .notFound }
         let method = context.request.method
         var allowed: [String] = []
-        for route in Self.routes where route.path.utf8Equals(path) {
+        for index in Self.routes.indices where Self.routes[index].path.utf8Equals(path) {
+            let route = Self.routes[index]
+            if context.routeIndex == nil { context.routeIndex = index }
             if route.method.utf8Equals(method) { return try route.respond(self, context) }
             allowed.append(route.method)
         }
@@ -119,10 +129,26 @@ final class RequestContext {
     /// Set when an SMTP failure came after the message was handed over (it
     /// may have been delivered): such an answer ends an idempotent request.
     var messageHandedOver = false
+    /// For the metrics: the index in `Application.routes` of the route
+    /// whose path matched (nil: none, a 404); whether the send responder
+    /// ran; whether it answered from an idempotency key (sending nothing);
+    /// and the code of the error that became the answer, if one did.
+    var routeIndex: Int?
+    var isSend = false
+    var replayed = false
+    var errorCode: ErrorCode?
 
     init(request: CGIRequest, basePath: String) {
         self.request = request
         self.path = Self.routePath(request.path, basePath: basePath)
+    }
+
+    /// How the send responder's request ended, for `mailgate_sends_total`:
+    /// nil for other routes and for replays (they sent nothing).
+    func sendOutcome(status: Int) -> ServiceMetrics.SendOutcome? {
+        guard isSend, !replayed else { return nil }
+        if status == 200 { return .sent }
+        return .failed(errorCode ?? .internalError)
     }
 
     /// The request path less the base path (by bytes: the path is the client's).
@@ -190,5 +216,13 @@ extension Application {
             throw APIError(503, .unhealthy, "Store unavailable", headers: [("Retry-After", "5")])
         }
         return .json(200, .object([("status", .string("ok"))]))
+    }
+
+    /// `GET /metrics`: this process's metrics in the Prometheus text format
+    /// (see ServiceMetrics). No token: the shipped nginx config lets only
+    /// loopback read it.
+    func metricsPage(_ context: RequestContext) -> CGIResponse {
+        CGIResponse(status: 200, headers: [("Content-Type", ServiceMetrics.contentType)],
+                    body: metrics.exposition(connections: transport.pooledConnections()))
     }
 }

@@ -50,9 +50,13 @@ extension Application {
         switch claim {
         case .replay(let answer):
             context.log.outcome = "replayed: idempotency key seen before"
+            context.replayed = true
+            metrics.idempotentReplays.increment()
             return Self.response(answer, replayed: true)
         case .abandoned(let answer):
             context.log.outcome = "idempotency key abandoned in flight: outcome unknown"
+            context.replayed = true
+            metrics.idempotentReplays.increment()
             return Self.response(answer, replayed: true)
         case .mismatch:
             context.log.outcome = "refused: idempotency key reused with another body"
@@ -68,6 +72,7 @@ extension Application {
             do {
                 response = try send()
             } catch {
+                context.errorCode = error.code
                 response = error.response
             }
             settle(id, with: response, handedOver: context.messageHandedOver)

@@ -8,6 +8,13 @@ public protocol MailTransport: Sendable {
               deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply
     /// QUITs whatever connections the transport keeps open.
     func shutdown()
+    /// The SMTP connections it holds now, for `GET /metrics`; nil when it
+    /// keeps none.
+    func pooledConnections() -> SMTPConnectionCounts?
+}
+
+extension MailTransport {
+    public func pooledConnections() -> SMTPConnectionCounts? { nil }
 }
 
 extension SMTPPoolRegistry: MailTransport {
@@ -15,4 +22,6 @@ extension SMTPPoolRegistry: MailTransport {
                      deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
         try pool(for: owner, config: server).send(envelope, message: message, deadline: deadline)
     }
+
+    public func pooledConnections() -> SMTPConnectionCounts? { connectionCounts() }
 }

@@ -11,6 +11,7 @@ extension Application {
     /// transaction. 200 only after the server answered 250 to the message.
     /// With an `Idempotency-Key`, at most one send per key (see Idempotency.swift).
     func sendEmail(_ context: RequestContext) throws(APIError) -> CGIResponse {
+        context.isSend = true
         let credentials = try authenticate(context)
         context.log.user = credentials.user.username
         let body = try context.completeBody()
@@ -94,10 +95,13 @@ extension Application {
         let reservation = try reserveQuota(mail.envelope.recipients.count, of: credentials, context)
         let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
         let reply: SMTPReply
+        let started = ContinuousClock.now
         do throws(SMTPError) {
             reply = try transport.send(owner: credentials.user.username, server: server, envelope: mail.envelope,
                                        message: mail.message, deadline: deadline)
+            metrics.recordSMTPSend(since: started)
         } catch {
+            metrics.recordSMTPSend(since: started)
             context.log.outcome = "\(error.stage.rawValue): \(error.description)"
             context.messageHandedOver = !error.isSafeToRetry
             // Not sent: the recipients do not count. A message that may
@@ -184,6 +188,7 @@ extension Application {
         guard reservation.granted else {
             let exhausted = reservation.windows.filter { $0.used + recipients > $0.limit }
             let wait = exhausted.map(\.resetsIn).max() ?? 1
+            metrics.quotaRefusals.increment()
             context.log.outcome = "refused: quota per \(exhausted.map(\.window.description).joined(separator: ", ")) reached"
             throw APIError(429, .quotaExceeded, "Send quota exceeded (\(exhausted.map { "\($0.limit) recipients per \($0.window)" }.joined(separator: ", "))); try again in \(wait) s",
                            headers: [("Retry-After", String(wait))] + Self.rateLimitHeaders(reservation))

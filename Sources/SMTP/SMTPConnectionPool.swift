@@ -1,4 +1,18 @@
 import Posix
+import Synchronization
+
+/// How many SMTP connections a pool (or all of a registry's pools) holds
+/// right now: `open` is `idle` plus those in a send. A connection still
+/// being opened is not counted yet. A snapshot, for metrics.
+public struct SMTPConnectionCounts: Sendable, Equatable {
+    public var open: Int
+    public var idle: Int
+
+    public init(open: Int = 0, idle: Int = 0) {
+        self.open = open
+        self.idle = idle
+    }
+}
 
 /// A connection that is in the pool's idle list or in exactly one caller's
 /// hands, never both. That hand-over discipline is what makes moving the
@@ -23,6 +37,9 @@ public final class SMTPConnectionPool: Sendable {
     }
 
     private let state = PThreadMutex(State())
+    /// Connections in a caller's hands (in a send), for `connectionCounts`:
+    /// an atomic, so the send path takes no extra lock for it.
+    private let busy = Atomic<Int>(0)
 
     public init(config: SMTPServerConfig, maxIdle: Int = 16, idleTimeout: Duration = .seconds(30),
                 maxMessagesPerConnection: Int = 100, noopAfterIdle: Duration = .seconds(5)) {
@@ -34,6 +51,12 @@ public final class SMTPConnectionPool: Sendable {
     }
 
     public var idleCount: Int { state.withLock { $0.idle.count } }
+
+    /// Idle connections and those in a send, now.
+    public var connectionCounts: SMTPConnectionCounts {
+        let idle = idleCount
+        return SMTPConnectionCounts(open: idle + busy.load(ordering: .relaxed), idle: idle)
+    }
 
     /// Sends one message on a pooled or new connection. A reused connection
     /// that turns out to be stale is replaced once, but only while the
@@ -53,14 +76,17 @@ public final class SMTPConnectionPool: Sendable {
 
     private func send(_ envelope: SMTPEnvelope, message: [UInt8], on connection: SMTPConnection, reused: Bool,
                       deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
+        busy.add(1, ordering: .relaxed)
         do throws(SMTPError) {
             if reused && connection.lastUsed.duration(to: .now) > noopAfterIdle {
                 try connection.noop(deadline: deadline)
             }
             let reply = try connection.send(envelope, message: message, resetFirst: reused, deadline: deadline)
+            busy.subtract(1, ordering: .relaxed)
             checkIn(connection)
             return reply
         } catch {
+            busy.subtract(1, ordering: .relaxed)
             // Never hand a connection that saw an error to anyone else.
             connection.close()
             throw error
@@ -173,6 +199,19 @@ public final class SMTPPoolRegistry: Sendable {
         replaced?.shutdown()
         for p in toSweep { p.closeExpired() }
         return pool
+    }
+
+    /// Connections of every pool, now: the pools' own counts, summed (each
+    /// takes its pool's lock once; nothing is asked of the connections).
+    public func connectionCounts() -> SMTPConnectionCounts {
+        let pools: [SMTPConnectionPool] = state.withLock { Array($0.pools.values) }
+        var total = SMTPConnectionCounts()
+        for pool in pools {
+            let counts = pool.connectionCounts
+            total.open += counts.open
+            total.idle += counts.idle
+        }
+        return total
     }
 
     /// Shuts down every pool and forgets them.

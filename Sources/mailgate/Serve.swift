@@ -1,4 +1,5 @@
 import ArgumentParser
+import CoreMetrics
 import FastCGI
 import Foundation
 import Logging
@@ -127,8 +128,13 @@ struct Serve: ParsableCommand {
 
         let pools = SMTPPoolRegistry(maxIdlePerPool: poolSize, idleTimeout: poolIdleTimeout.duration,
                                      maxMessagesPerConnection: maxMessagesPerConnection)
+        // GET /metrics: this process's registry. MetricsSystem may be
+        // bootstrapped once per process, and only here: anything else that
+        // reports through swift-metrics lands in the same registry.
+        let metrics = ServiceMetrics()
+        MetricsSystem.bootstrap(metrics.factory)
         let application = Application(configuration: configuration, store: store, signer: signer,
-                                      hasher: passwordHash.hasher, transport: pools, logger: logger)
+                                      hasher: passwordHash.hasher, transport: pools, logger: logger, metrics: metrics)
 
         let address: ListenAddress
         if let socket {
