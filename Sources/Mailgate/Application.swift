@@ -21,6 +21,9 @@ public final class Application: Sendable {
     let now: @Sendable () -> Int64
     let inFlight: InFlightLimit
     let kdfGate: KDFGate
+    /// `GET /openapi.json`: the document, made once (its `servers` entry
+    /// is the base path, when there is one).
+    let openAPIResponse: CGIResponse
 
     public init(configuration: AppConfiguration, store: Store, signer: TokenSigner, hasher: PasswordHasher,
                 transport: any MailTransport, logger: Logger,
@@ -34,6 +37,8 @@ public final class Application: Sendable {
         self.now = now
         self.inFlight = InFlightLimit(limitPerUser: configuration.maxInFlightPerUser)
         self.kdfGate = KDFGate(slots: configuration.kdfConcurrency, patience: configuration.kdfWait)
+        self.openAPIResponse = CGIResponse(status: 200, headers: [("Content-Type", "application/json")],
+                                           body: OpenAPIDocument.json(basePath: configuration.basePath))
     }
 
     public func handle(_ request: CGIRequest) -> CGIResponse {
@@ -53,6 +58,7 @@ public final class Application: Sendable {
         Route(path: "/token", method: "POST") { app, context throws(APIError) in try app.issueToken(context) },
         Route(path: "/smtp/send-email", method: "POST") { app, context throws(APIError) in try app.sendEmail(context) },
         Route(path: "/health", method: "GET") { app, context throws(APIError) in try app.health(context) },
+        Route(path: "/openapi.json", method: "GET") { app, _ throws(APIError) in app.openAPIResponse },
     ]
 
     private func respond(to context: RequestContext) throws(APIError) -> CGIResponse {

@@ -50,6 +50,7 @@ import Testing
         let response = fixture.post("/token", body: "", method: "GET")
         #expect(response.status == 405)
         #expect(response.header("Allow") == "POST")
-        #expect(Application.routes.map { "\($0.method) \($0.path)" } == ["POST /token", "POST /smtp/send-email", "GET /health"])
+        #expect(Application.routes.map { "\($0.method) \($0.path)" } == ["POST /token", "POST /smtp/send-email", "GET /health",
+                                                                        "GET /openapi.json"])
     }
 }
