@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 APT_PACKAGES := nginx libfcgi-dev libfcgi-bin spawn-fcgi libssl-dev libsqlite3-dev \
                 postfix python3-aiosmtpd python3-jwt wrk openssl curl procps apache2 \
-                libapache2-mod-fcgid systemd gdb spamassassin python3-prometheus-client
+                libapache2-mod-fcgid systemd gdb spamassassin python3-prometheus-client python3-venv
 SWIFT_FLAGS ?=
 
 .PHONY: run test bench deps build release clean
@@ -26,6 +26,18 @@ release: deps
 run: release
 	nginx/local/run.sh
 
+# schemathesis (from PyPI, pinned) for SchemathesisTests: the live service
+# checked against its OpenAPI document. In a venv of Debian's python3, kept
+# in .build (make clean removes it); a new version installs over it.
+SCHEMATHESIS_VERSION := 4.32.5
+VENV := .build/venv
+SCHEMATHESIS_STAMP := $(VENV)/schemathesis-$(SCHEMATHESIS_VERSION).installed
+
+$(SCHEMATHESIS_STAMP): | deps
+	/usr/bin/python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'schemathesis==$(SCHEMATHESIS_VERSION)'
+	touch $@
+
 # Three `swift test` runs, each under Tests/watchdog (a run that outlives
 # its bound is killed after a dump of its threads, not left to hang CI):
 # 1. everything in-process (units, the SMTP client against local servers,
@@ -39,7 +51,7 @@ HEAVY_TESTS := TransportTests|HostileKeyTests|FairnessTests
 WATCHDOG_SECONDS ?= 600
 SWIFT_TEST = Tests/watchdog $(WATCHDOG_SECONDS) swift test $(SWIFT_FLAGS)
 
-test: build
+test: build $(SCHEMATHESIS_STAMP)
 	$(SWIFT_TEST) --skip EndToEndTests
 	$(SWIFT_TEST) --skip-build --filter EndToEndTests --skip '$(HEAVY_TESTS)'
 	$(SWIFT_TEST) --skip-build --filter '$(HEAVY_TESTS)'

@@ -24,6 +24,9 @@ public final class Application: Sendable {
     /// What `GET /metrics` shows: `serve` passes the one it bootstrapped
     /// `MetricsSystem` with; by default each application has its own.
     let metrics: ServiceMetrics
+    /// `GET /openapi.json`: the document, made once (its `servers` entry
+    /// is the base path, when there is one).
+    let openAPIResponse: CGIResponse
 
     public init(configuration: AppConfiguration, store: Store, signer: TokenSigner, hasher: PasswordHasher,
                 transport: any MailTransport, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
@@ -38,6 +41,8 @@ public final class Application: Sendable {
         self.metrics = metrics
         self.inFlight = InFlightLimit(limitPerUser: configuration.maxInFlightPerUser)
         self.kdfGate = KDFGate(slots: configuration.kdfConcurrency, patience: configuration.kdfWait)
+        self.openAPIResponse = CGIResponse(status: 200, headers: [("Content-Type", "application/json")],
+                                           body: OpenAPIDocument.json(basePath: configuration.basePath))
     }
 
     public func handle(_ request: CGIRequest) -> CGIResponse {
@@ -60,6 +65,7 @@ public final class Application: Sendable {
         Route(path: "/smtp/send-email", method: "POST") { app, context throws(APIError) in try app.sendEmail(context) },
         Route(path: "/health", method: "GET") { app, context throws(APIError) in try app.health(context) },
         Route(path: "/metrics", method: "GET") { app, context throws(APIError) in app.metricsPage(context) },
+        Route(path: "/openapi.json", method: "GET") { app, _ throws(APIError) in app.openAPIResponse },
     ]
 
     private func respond(to context: RequestContext) throws(APIError) -> CGIResponse {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Base64
 import Foundation
+import Mailgate
 import Store
 import Crypto
 #if canImport(Glibc)
@@ -24,7 +25,19 @@ struct MailgateCommand: ParsableCommand {
                   --security starttls --username alice@example.com --from alice@example.com
               mailgate serve --socket /run/mailgate/mailgate.sock
             """,
-        subcommands: [Init.self, Serve.self, UserCommand.self, IntegrationCommand.self, TokenCommand.self])
+        subcommands: [Init.self, Serve.self, UserCommand.self, IntegrationCommand.self, TokenCommand.self,
+                      OpenAPICommand.self])
+}
+
+struct OpenAPICommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "openapi",
+        abstract: "Print the OpenAPI 3.1 document of the HTTP API (what GET /openapi.json serves).",
+        discussion: "For tools that want a file: mailgate openapi > openapi.json")
+
+    func run() throws {
+        FileHandle.standardOutput.write(Data(OpenAPIDocument.json() + [UInt8(ascii: "\n")]))
+    }
 }
 
 struct Init: ParsableCommand {

@@ -51,6 +51,6 @@ import Testing
         #expect(response.status == 405)
         #expect(response.header("Allow") == "POST")
         #expect(Application.routes.map { "\($0.method) \($0.path)" } == ["POST /token", "POST /smtp/send-email", "GET /health",
-                                                                     "GET /metrics"])
+                                                                     "GET /metrics", "GET /openapi.json"])
     }
 }
