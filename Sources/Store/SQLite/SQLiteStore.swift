@@ -32,7 +32,13 @@ public final class SQLiteStore: Store {
             throw Self.wrap(error, "open \(path)")
         }
         do {
-            try SQLiteSchema.migrator.migrate(pool)
+            // A read first, as for the re-seal below: every CLI command opens
+            // the store, and a current schema needs no write lock (the
+            // migrator would take it even with nothing to apply).
+            let migrator = SQLiteSchema.migrator
+            if try !pool.read({ db in try migrator.hasCompletedMigrations(db) }) {
+                try migrator.migrate(pool)
+            }
         } catch {
             throw Self.wrap(error, "migrate \(path)")
         }

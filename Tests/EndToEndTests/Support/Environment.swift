@@ -227,9 +227,18 @@ final class E2E: Sendable {
     func cliResult(_ arguments: [String], stdin: String? = nil, dataDir: String? = nil) async throws -> ToolResult {
         let bin = self.bin, dir = self.dir, data = dataDir ?? self.dataDir
         return try await blocking {
-            try runTool(bin, arguments + ["--data-dir", data], in: dir, stdin: stdin.map { Array(($0 + "\n").utf8) })
+            E2E.cliSlots.wait()
+            defer { E2E.cliSlots.signal() }
+            return try runTool(bin, arguments + ["--data-dir", data], in: dir, stdin: stdin.map { Array(($0 + "\n").utf8) })
         }
     }
+
+    /// CLI commands at once. Every test makes its users with the CLI, and
+    /// 150 tests start together: unbounded, that herd of processes queued on
+    /// the database's write lock long enough for the server's own writes
+    /// (logins, idempotency keys) to give up after their 5 s (500s). An
+    /// administrator runs a command at a time; four is plenty for the tests.
+    static let cliSlots = DispatchSemaphore(value: 4)
 
     /// A fresh user (unique name from `prefix`), optionally with an SMTP
     /// integration, in `dataDir` (default: the main data directory).
