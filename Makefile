@@ -5,7 +5,7 @@ APT_PACKAGES := nginx libfcgi-dev libfcgi-bin spawn-fcgi libssl-dev libsqlite3-d
                 libapache2-mod-fcgid systemd gdb spamassassin
 SWIFT_FLAGS ?=
 
-.PHONY: run test bench deps build release clean
+.PHONY: run test bench deps build release commit-header clean
 
 # Installs only what is missing; as root on Debian (CI runs as root).
 deps:
@@ -17,10 +17,15 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-build: deps
+# The commit `mailgate --version` prints, baked in by every build below
+# (Sources/CBuildInfo/commit.generated.h; rewritten only when it changes).
+commit-header:
+	@deploy/commit-header.sh
+
+build: deps commit-header
 	swift build $(SWIFT_FLAGS)
 
-release: deps
+release: deps commit-header
 	swift build -c release $(SWIFT_FLAGS)
 
 run: release

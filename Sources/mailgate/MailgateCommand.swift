@@ -3,6 +3,7 @@ import Base64
 import Foundation
 import Store
 import Crypto
+import Mailgate
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,6 +25,7 @@ struct MailgateCommand: ParsableCommand {
                   --security starttls --username alice@example.com --from alice@example.com
               mailgate serve --socket /run/mailgate/mailgate.sock
             """,
+        version: BuildInfo.versionLine,
         subcommands: [Init.self, Serve.self, UserCommand.self, IntegrationCommand.self, TokenCommand.self])
 }
 
