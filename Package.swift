@@ -15,6 +15,7 @@ import PackageDescription
 //   Base64          RFC 4648 codecs (standard, unpadded, url)
 //   Posix           the system-call funnel: EINTR, errno -> SystemCallError
 //   CFastCGI, COpenSSL  system libraries
+//   CBuildInfo      the commit the Makefile bakes in (commit.generated.h)
 let package = Package(
     name: "Mailgate",
     products: [
@@ -36,6 +37,7 @@ let package = Package(
             name: "COpenSSL",
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
+        .target(name: "CBuildInfo"),
         .target(name: "Posix"),
         .target(name: "Base64"),
         .target(name: "FastCGI", dependencies: ["CFastCGI", "Posix"]),
@@ -48,7 +50,7 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
-            "FastCGI", "SMTP", "MIME", "Crypto", "Store", "JSON", "Posix",
+            "FastCGI", "SMTP", "MIME", "Crypto", "Store", "JSON", "Posix", "CBuildInfo",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),

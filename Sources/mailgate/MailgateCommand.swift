@@ -4,6 +4,7 @@ import Foundation
 import Mailgate
 import Store
 import Crypto
+import Mailgate
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,6 +26,7 @@ struct MailgateCommand: ParsableCommand {
                   --security starttls --username alice@example.com --from alice@example.com
               mailgate serve --socket /run/mailgate/mailgate.sock
             """,
+        version: BuildInfo.versionLine,
         subcommands: [Init.self, Serve.self, UserCommand.self, IntegrationCommand.self, TokenCommand.self,
                       OpenAPICommand.self])
 }
