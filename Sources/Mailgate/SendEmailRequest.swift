@@ -218,11 +218,20 @@ struct ValidationProblem {
 /// anything else outside the alphabet makes it invalid.
 enum AttachmentContent {
     static func decode(_ text: String) -> [UInt8]? {
-        var compact: [UInt8] = []
-        compact.reserveCapacity(text.utf8.count)
-        for byte in text.utf8 where !(byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A) {
-            compact.append(byte)
+        var text = text
+        return text.withUTF8 { encoded in
+            func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+            // Usually one line (JSON clients rarely wrap): decoded in place.
+            guard encoded.contains(where: isBlank) else { return Base64.standard.decode(encoded) }
+            let compact = [UInt8](unsafeUninitializedCapacity: encoded.count) { buffer, initialized in
+                var o = 0
+                for byte in encoded where !isBlank(byte) {
+                    buffer[o] = byte
+                    o += 1
+                }
+                initialized = o
+            }
+            return Base64.standard.decode(compact)
         }
-        return Base64.standard.decode(compact)
     }
 }

@@ -47,6 +47,21 @@ private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         #expect(Base64.standard.decode(Base64.standard.encode(all)) == all)
     }
 
+    /// Long inputs go four characters at a time: a bad character anywhere
+    /// among them still makes the whole input invalid.
+    @Test func aBadCharacterInsideALongInputIsRefused() {
+        let data = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let encoded = Array(Base64.standard.encode(data).utf8)
+        #expect(Base64.standard.decode(encoded) == data)
+        for position in [0, 1, 2, 3, 1999, 2002, encoded.count - 5] {
+            for bad in [UInt8(ascii: "!"), UInt8(ascii: "-"), 0x0A, 0xC3] {
+                var broken = encoded
+                broken[position] = bad
+                #expect(Base64.standard.decode(broken) == nil, "\(bad) at \(position)")
+            }
+        }
+    }
+
     @Test func appendsToAnExistingBuffer() {
         var out = bytes("x=")
         Base64.standard.append(bytes("foob"), to: &out)
