@@ -133,7 +133,7 @@ socket=$tmp/mailgate.sock
 # (binaries from before the cap have no such option).
 # The help is read whole first: `grep -q` stops reading at the match, and
 # under pipefail the SIGPIPE that `serve --help` then got made the test fail
-# now and then, leaving the cap at 4 (half the sends of one run were 429s).
+# now and then (4 of 200 here), leaving the cap at 4 and the run full of 429s.
 cap_args=()
 serve_help=$("$bin" serve --help 2>/dev/null || true)
 if grep -q -- --max-in-flight-per-user <<<"$serve_help"; then cap_args=(--max-in-flight-per-user 1024); fi
