@@ -184,6 +184,13 @@ struct CoreTests {
         #expect(requests.count == 1, "\(result.stderr)")
         #expect(requests.first?["method"] as? String == "GET" && requests.first?["path"] as? String == "/health")
         #expect(requests.first?["status"] as? Int == 200 && requests.first?["duration_ms"] is Double)
+        // And as an operator reads them: jq, one object per line.
+        let jq = try await blocking {
+            try runTool("/usr/bin/jq", ["-c", "-e", "select(.msg == \"request\") | [.method, .path, .status]"],
+                        in: env.dir, stdin: Array(result.stderr.utf8))
+        }
+        #expect(jq.ok, "\(jq.stderr)")
+        #expect(jq.stdoutText == "[\"GET\",\"/health\",200]\n", "\(jq.stdoutText)")
 
         let bad = try await env.cliResult(["serve", "--log-format", "xml"])
         #expect(bad.status == .exited(64))
