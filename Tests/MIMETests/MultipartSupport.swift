@@ -187,20 +187,10 @@ struct PythonMessage: Decodable {
 /// Parses rendered messages with Python's email package, one interpreter
 /// for the batch (Tests/MailgateTesting/Python/parse_mime_messages.py).
 func parseMIMEWithPython(_ messages: [[UInt8]]) throws -> [PythonMessage] {
-    let dir = try TempDir(prefix: "mime-multipart-tests")
-    defer { dir.remove() }
-    var paths: [String] = []
-    for (i, bytes) in messages.enumerated() {
-        let path = dir.file("\(i).eml")
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
-        paths.append(path)
-    }
-    let result = try runTool(PythonHelper.interpreter, [PythonHelper.path("parse_mime_messages.py")] + paths,
-                             in: dir.path)
-    guard result.ok else { throw HarnessError("python \(result.status): \(result.stderr)") }
+    let output = try runPython("parse_mime_messages.py", on: messages)
     let decoder = JSONDecoder()
     decoder.keyDecodingStrategy = .convertFromSnakeCase
-    return try decoder.decode([PythonMessage].self, from: Data(result.stdout))
+    return try decoder.decode([PythonMessage].self, from: Data(output))
 }
 
 func parseMIMEWithPython(_ message: [UInt8]) throws -> PythonMessage {

@@ -172,6 +172,12 @@ struct PythonParsed: Decodable {
 /// default), one interpreter for the whole batch
 /// (Tests/MailgateTesting/Python/parse_rendered_messages.py).
 func parseWithPython(_ messages: [[UInt8]]) throws -> [PythonParsed] {
+    try JSONDecoder().decode([PythonParsed].self, from: Data(runPython("parse_rendered_messages.py", on: messages)))
+}
+
+/// Runs one of the Python helpers on `messages` (written to files, in
+/// order, one interpreter for the batch); returns what it printed.
+func runPython(_ script: String, on messages: [[UInt8]]) throws -> [UInt8] {
     let dir = try TempDir(prefix: "mime-tests")
     defer { dir.remove() }
     var paths: [String] = []
@@ -180,8 +186,7 @@ func parseWithPython(_ messages: [[UInt8]]) throws -> [PythonParsed] {
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         paths.append(path)
     }
-    let result = try runTool(PythonHelper.interpreter, [PythonHelper.path("parse_rendered_messages.py")] + paths,
-                             in: dir.path)
+    let result = try runTool(PythonHelper.interpreter, [PythonHelper.path(script)] + paths, in: dir.path)
     guard result.ok else { throw HarnessError("python \(result.status): \(result.stderr)") }
-    return try JSONDecoder().decode([PythonParsed].self, from: Data(result.stdout))
+    return result.stdout
 }
