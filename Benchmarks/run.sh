@@ -117,6 +117,28 @@ sink_user=()
 sink_pid=$!; pids+=("$sink_pid")
 wait_port "$sink_port"; alive "$sink_pid" smtp-sink
 
+# --- the same sink behind TLS: stunnel, implicit TLS on loopback --------------
+# (issue 12's TLS row; skipped with a note when stunnel4 is not installed).
+tls_port=
+if command -v stunnel4 >/dev/null; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+        -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -keyout "$tmp/tls-key.pem" -out "$tmp/tls-cert.pem" 2>/dev/null || die "cannot make the TLS test certificate"
+    tls_port=$(free_port)
+    cat >"$tmp/stunnel.conf" <<CONF
+foreground = yes
+pid =
+[smtps]
+accept = 127.0.0.1:$tls_port
+connect = 127.0.0.1:$sink_port
+cert = $tmp/tls-cert.pem
+key = $tmp/tls-key.pem
+CONF
+    stunnel4 "$tmp/stunnel.conf" >"$tmp/stunnel.log" 2>&1 &
+    stunnel_pid=$!; pids+=("$stunnel_pid")
+    wait_port "$tls_port"; alive "$stunnel_pid" stunnel4
+fi
+
 # --- Mailgate ---------------------------------------------------------------
 data=$tmp/data
 "$bin" init --data-dir "$data" >/dev/null
@@ -126,6 +148,15 @@ openssl rand -hex 16 >"$tmp/password"
     --from bench@localhost --from-name "Mailgate bench" >/dev/null
 BENCH_TOKEN=$("$bin" token issue bench --data-dir "$data" --ttl 1d)
 export BENCH_TOKEN
+tls_args=()
+if [ -n "$tls_port" ]; then
+    # A second user whose integration reaches the sink through stunnel.
+    "$bin" user add benchtls --data-dir "$data" <"$tmp/password" >/dev/null
+    "$bin" integration set benchtls --data-dir "$data" --host 127.0.0.1 --port "$tls_port" --security tls \
+        --from bench@localhost --from-name "Mailgate bench" >/dev/null
+    tls_token=$("$bin" token issue benchtls --data-dir "$data" --ttl 1d)
+    tls_args=(--ca-file "$tmp/tls-cert.pem")
+fi
 
 socket=$tmp/mailgate.sock
 # One user sends at up to 64 connections: lift the per-user cap on sends in
@@ -137,7 +168,7 @@ socket=$tmp/mailgate.sock
 cap_args=()
 serve_help=$("$bin" serve --help 2>/dev/null || true)
 if grep -q -- --max-in-flight-per-user <<<"$serve_help"; then cap_args=(--max-in-flight-per-user 1024); fi
-"$bin" serve --data-dir "$data" --socket "$socket" "${cap_args[@]}" ${MAILGATE_SERVE_ARGS:-} 2>"$tmp/mailgate.log" &
+"$bin" serve --data-dir "$data" --socket "$socket" "${cap_args[@]}" "${tls_args[@]}" ${MAILGATE_SERVE_ARGS:-} 2>"$tmp/mailgate.log" &
 mailgate_pid=$!; pids+=("$mailgate_pid")
 for _ in $(seq 200); do [ -S "$socket" ] && break; alive "$mailgate_pid" "mailgate serve"; sleep 0.05; done
 [ -S "$socket" ] || die "mailgate serve did not create $socket"
@@ -250,6 +281,18 @@ for c in $connections; do
     p50[mg$c]=$B_p50_us p99[mg$c]=$B_p99_us non2xx[mg$c]=$B_non2xx statuses[mg$c]=$B_statuses
     sockerr[mg$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
     inflight[mg$c]=$((B_started - B_answered))
+
+    # The same load over TLS right after (pooled connections: the handshake
+    # is paid once per connection, not per send).
+    if [ -n "$tls_port" ]; then
+        sink_before=$(settled_sink_messages)
+        BENCH_TOKEN=$tls_token run_wrk "tls-c$c" send "$c" "$duration" "$send_url"
+        alive "$mailgate_pid" "mailgate serve"; alive "$stunnel_pid" stunnel4
+        sink[tls$c]=$(( $(settled_sink_messages) - sink_before )) ok[tls$c]=$B_ok
+        rate[tls$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
+        p50[tls$c]=$B_p50_us p99[tls$c]=$B_p99_us non2xx[tls$c]=$B_non2xx statuses[tls$c]=$B_statuses
+        sockerr[tls$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
+    fi
 done
 
 # The same send with a 100 KiB attachment, at the first load only: what
@@ -296,6 +339,13 @@ for c in $connections; do
         "mailgate POST send-email" "$c" "$(num "${rate[mg$c]}")" "$(ms "${p50[mg$c]}")" "$(ms "${p99[mg$c]}")" \
         "${non2xx[mg$c]}" "${sockerr[mg$c]}" "$(mib "${rss[mg$c]}")" "${sink[mg$c]} / ${ok[mg$c]}"
 done
+if [ -n "$tls_port" ]; then
+    for c in $connections; do
+        printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+            "mailgate send over TLS" "$c" "$(num "${rate[tls$c]}")" "$(ms "${p50[tls$c]}")" "$(ms "${p99[tls$c]}")" \
+            "${non2xx[tls$c]}" "${sockerr[tls$c]}" "-" "${sink[tls$c]} / ${ok[tls$c]}"
+    done
+fi
 printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
     "send + 100 KiB attachment" "$first_c" "$(num "${rate[att]}")" "$(ms "${p50[att]}")" "$(ms "${p99[att]}")" \
     "${non2xx[att]}" "${sockerr[att]}" "$(mib "${rss[att]}")" "${sink[att]} / ${ok[att]}"
@@ -305,7 +355,11 @@ for c in $connections; do
     per=$(awk -v m="${sink[mg$c]}" -v s="${sessions[mg$c]}" 'BEGIN { printf "%.0f", (s > 0 ? m / s : m) }')
     ceiling=$(awk -v a="${rate[mg$c]}" -v b="${rate[noop$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
     echo "-c$c: Mailgate = $ceiling of the no-op libfcgi responder, $frac of nginx return 200; ${sink[mg$c]} messages over ${sessions[mg$c]} new SMTP sessions (~$per per session)"
+    if [ -n "$tls_port" ]; then
+        echo "-c$c: over TLS (stunnel, implicit TLS): $(awk -v a="${rate[tls$c]}" -v b="${rate[mg$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }') of the plain rate"
+    fi
 done
+[ -n "$tls_port" ] || echo "TLS row skipped: stunnel4 is not installed (apt-get install stunnel4)"
 echo
 echo "CPU during each run, % of one core ($(nproc) cores = $(( $(nproc) * 100 ))%), averaged over the wrk run; \"other\" is"
 echo "everything outside the benchmark (a busy machine makes every figure above worse); then CPU time per 2xx answer:"
@@ -334,6 +388,14 @@ for c in $connections; do
         status=1
     fi
     if [ "${statuses[mg$c]}" != "200:${ok[mg$c]}" ]; then echo "note -c$c: answers by status: ${statuses[mg$c]}"; fi
+done
+for c in $connections; do
+    [ -n "$tls_port" ] || break
+    if [ "${sink[tls$c]}" != "${ok[tls$c]}" ]; then
+        echo "FAIL TLS -c$c: the sink received ${sink[tls$c]} messages for ${ok[tls$c]} 200 answers"
+        status=1
+    fi
+    if [ "${statuses[tls$c]}" != "200:${ok[tls$c]}" ]; then echo "note TLS -c$c: answers by status: ${statuses[tls$c]}"; fi
 done
 if [ "${sink[att]}" != "${ok[att]}" ]; then
     echo "FAIL attachments: the sink received ${sink[att]} messages for ${ok[att]} 200 answers"
