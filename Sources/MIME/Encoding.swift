@@ -72,6 +72,20 @@ struct BodyScan {
     }
 }
 
+/// A text part's last header field and its body: the encoding the scan
+/// chose (7bit, or quoted-printable), the blank line, the encoded text.
+enum TransferEncodedText {
+    static func append(_ text: UnsafeBufferPointer<UInt8>, sevenBit: Bool, to out: inout [UInt8]) {
+        if sevenBit {
+            out.appendASCII("Content-Transfer-Encoding: 7bit\r\n\r\n")
+            SevenBit.append(text, to: &out)
+        } else {
+            out.appendASCII("Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+            QuotedPrintable.append(text, to: &out)
+        }
+    }
+}
+
 enum SevenBit {
     /// Copies the body line by line, each line ended by CRLF (a message
     /// ends with a line break; SMTP's "<CRLF>.<CRLF>" needs it).

@@ -145,13 +145,7 @@ public struct MailMessage: Sendable {
             out.reserveCapacity(estimatedHeaderSize(id: id) + scan.estimatedOutput)
             appendHeaders(id: id, to: &out)
             out.appendASCII("Content-Type: text/plain; charset=utf-8\r\n")
-            if scan.sevenBit {
-                out.appendASCII("Content-Transfer-Encoding: 7bit\r\n\r\n")
-                SevenBit.append(bodyBytes, to: &out)
-            } else {
-                out.appendASCII("Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-                QuotedPrintable.append(bodyBytes, to: &out)
-            }
+            TransferEncodedText.append(bodyBytes, sevenBit: scan.sevenBit, to: &out)
             return out
         }
     }

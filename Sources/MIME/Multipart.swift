@@ -162,15 +162,7 @@ enum Multipart {
                 out.appendASCII(body.subtype)
                 out.appendASCII("; charset=utf-8\r\n")
                 var text = body.text
-                text.withUTF8 { bytes in
-                    if body.sevenBit {
-                        out.appendASCII("Content-Transfer-Encoding: 7bit\r\n\r\n")
-                        SevenBit.append(bytes, to: &out)
-                    } else {
-                        out.appendASCII("Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-                        QuotedPrintable.append(bytes, to: &out)
-                    }
-                }
+                text.withUTF8 { TransferEncodedText.append($0, sevenBit: body.sevenBit, to: &out) }
             case .attachment(let index, let inline):
                 attachments[index].append(inline: inline, to: &out)
             case .multipart(let kind, let children):

@@ -49,15 +49,9 @@ extension Application {
         }
         switch claim {
         case .replay(let answer):
-            context.log.outcome = "replayed: idempotency key seen before"
-            context.replayed = true
-            metrics.idempotentReplays.increment()
-            return Self.response(answer, replayed: true)
+            return replay(answer, context, outcome: "replayed: idempotency key seen before")
         case .abandoned(let answer):
-            context.log.outcome = "idempotency key abandoned in flight: outcome unknown"
-            context.replayed = true
-            metrics.idempotentReplays.increment()
-            return Self.response(answer, replayed: true)
+            return replay(answer, context, outcome: "idempotency key abandoned in flight: outcome unknown")
         case .mismatch:
             context.log.outcome = "refused: idempotency key reused with another body"
             throw .validation([.init("idempotency_key_reused", ["header", .string(Self.idempotencyHeader)],
@@ -105,11 +99,14 @@ extension Application {
         }
     }
 
-    /// A stored answer as sent the first time: status and JSON body.
-    static func response(_ answer: IdempotentAnswer, replayed: Bool) -> CGIResponse {
-        var headers: [(name: String, value: String)] = [("Content-Type", "application/json")]
-        headers += answer.headers.map { ($0.name, $0.value) }
-        if replayed { headers.append(("Idempotent-Replayed", "true")) }
+    /// A stored answer as sent the first time (status and JSON body),
+    /// marked `Idempotent-Replayed: true`; nothing is sent.
+    private func replay(_ answer: IdempotentAnswer, _ context: RequestContext, outcome: String) -> CGIResponse {
+        context.log.outcome = outcome
+        context.replayed = true
+        metrics.idempotentReplays.increment()
+        let headers: [(name: String, value: String)] = [("Content-Type", "application/json")]
+            + answer.headers.map { ($0.name, $0.value) } + [("Idempotent-Replayed", "true")]
         return CGIResponse(status: answer.status, headers: headers, body: answer.body)
     }
 

@@ -37,14 +37,18 @@ extension Application {
         let cc = try input.cc.map(Self.mailboxes) ?? []
         let bcc = try input.bcc.map(Self.mailboxes) ?? []
         let replyTo = try input.replyTo.map(Self.mailboxes) ?? []
-        let envelopeRecipients = SMTPEnvelope.uniqueRecipients((to + cc + bcc).map(\.address))
 
         // Before anything else is looked at: a token limited to some
         // recipients (a contact form's) learns nothing more by probing.
-        for address in envelopeRecipients
-        where !credentials.recipientPolicy.permits(localPart: address.localPart, domain: address.domain) {
-            context.log.outcome = "refused: recipient not allowed"
-            throw APIError(403, .recipientNotAllowed, "Recipient not allowed for this user: \(address)")
+        // (Every address as given: a duplicate is only checked twice.)
+        for list in [to, cc, bcc] {
+            for mailbox in list {
+                let address = mailbox.address
+                guard credentials.recipientPolicy.permits(localPart: address.localPart, domain: address.domain) else {
+                    context.log.outcome = "refused: recipient not allowed"
+                    throw APIError(403, .recipientNotAllowed, "Recipient not allowed for this user: \(address)")
+                }
+            }
         }
         if input.message.utf8.contains(0x00) {
             throw APIError(400, .invalidRequest, "Message must not contain NUL characters")
@@ -93,15 +97,14 @@ extension Application {
         }
         defer { inFlight.release(user) }
         let reservation = try reserveQuota(mail.envelope.recipients.count, of: credentials, context)
-        let deadline = ContinuousClock.now.advanced(by: configuration.smtpDeadline)
-        let reply: SMTPReply
         let started = ContinuousClock.now
+        let deadline = started.advanced(by: configuration.smtpDeadline)
+        let reply: SMTPReply
         do throws(SMTPError) {
+            defer { metrics.recordSMTPSend(since: started) }
             reply = try transport.send(owner: credentials.user.username, server: server, envelope: mail.envelope,
                                        message: mail.message, deadline: deadline)
-            metrics.recordSMTPSend(since: started)
         } catch {
-            metrics.recordSMTPSend(since: started)
             context.log.outcome = "\(error.stage.rawValue): \(error.description)"
             context.messageHandedOver = !error.isSafeToRetry
             // Not sent: the recipients do not count. A message that may
