@@ -8,13 +8,15 @@ import PackageDescription
 //   Mailgate        the application: routes, decoding, errors, request log, metrics
 //   FastCGI         libfcgi workers, plain requests and responses, CGI fallback
 //   SMTP            SMTP client: byte stream, session, pool (OpenSSL for TLS)
+//   OAuth           OAuth2 client: token endpoint over libcurl, single-flight
+//                   access token cache, PKCE authorisation with a loopback redirect
 //   Store           users, integrations, logins (GRDB/SQLite)
 //   MIME            addresses, headers, encodings, message rendering
 //   Crypto          HMAC, PBKDF2, AES-GCM, HS256 tokens, key files (OpenSSL)
 //   JSON            strict JSON reader/writer, byte-wise name comparison
 //   Base64          RFC 4648 codecs (standard, unpadded, url)
 //   Posix           the system-call funnel: EINTR, errno -> SystemCallError
-//   CFastCGI, COpenSSL  system libraries
+//   CFastCGI, COpenSSL, CCurl  system libraries
 //   CBuildInfo      the commit the Makefile bakes in (commit.generated.h)
 let package = Package(
     name: "Mailgate",
@@ -37,6 +39,10 @@ let package = Package(
             name: "COpenSSL",
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CBuildInfo"),
         .target(name: "Posix"),
         .target(name: "Base64"),
@@ -45,6 +51,7 @@ let package = Package(
         .target(name: "Crypto", dependencies: ["COpenSSL", "JSON", "Base64", "Posix"]),
         .target(name: "MIME", dependencies: ["Base64"]),
         .target(name: "SMTP", dependencies: ["COpenSSL", "Crypto", "Posix", "MIME", "Base64"]),
+        .target(name: "OAuth", dependencies: ["CCurl", "JSON", "Base64", "Crypto", "Posix"]),
         .target(name: "Store", dependencies: [
             "Crypto", "Posix",
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -70,6 +77,7 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Base64"]),
         .testTarget(name: "MIMETests", dependencies: ["MIME", "MailgateTesting"]),
         .testTarget(name: "SMTPTests", dependencies: ["SMTP", "MIME", "Base64", "MailgateTesting"]),
+        .testTarget(name: "OAuthTests", dependencies: ["OAuth", "JSON", "MailgateTesting"]),
         .testTarget(name: "StoreTests", dependencies: [
             "Store", "Crypto", "MailgateTesting", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
