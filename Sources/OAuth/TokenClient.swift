@@ -78,12 +78,20 @@ public struct TokenClient: Sendable {
 
     /// `grant_type=authorization_code` with the PKCE verifier (RFC 6749
     /// §4.1.3, RFC 7636 §4.5). `redirectURI` must be the one the
-    /// authorisation request used.
+    /// authorisation request used. A refused code (`invalid_grant`: used,
+    /// expired, or a verifier or redirect URI that does not match) is
+    /// `.rejected(code: "invalid_grant", ...)`, not `.reauthorize`, which
+    /// speaks of a refresh token.
     public func exchange(_ endpoint: TokenEndpoint, code: String, codeVerifier: String, redirectURI: String,
                          deadline: ContinuousClock.Instant) throws(OAuthError) -> TokenResponse {
-        let response = try post(endpoint, [("grant_type", "authorization_code"), ("code", code),
+        let response: TokenResponse
+        do throws(OAuthError) {
+            response = try post(endpoint, [("grant_type", "authorization_code"), ("code", code),
                                            ("redirect_uri", redirectURI), ("code_verifier", codeVerifier)],
                                 deadline: deadline)
+        } catch .reauthorize {
+            throw .rejected(code: "invalid_grant", status: 400)
+        }
         guard response.refreshToken != nil else {
             throw .badResponse("the code exchange returned no refresh_token (Google: the consent must ask for offline access; Microsoft: the scope must include offline_access)")
         }

@@ -89,7 +89,25 @@ struct AuthorizationSessionTests {
         #expect(try fixture.codeCount() == 1)
         // The refresh token works, and the code is single-use.
         #expect(throws: Never.self) { try TokenClient().refresh(try fixture.endpoint(), refreshToken: refreshToken, scope: nil, deadline: soon()) }
-        #expect(oauthError { try session.exchange(code: received, endpoint: try fixture.endpoint(), deadline: soon()) } == .reauthorize)
+        #expect(oauthError { try session.exchange(code: received, endpoint: try fixture.endpoint(), deadline: soon()) }
+            == .rejected(code: "invalid_grant", status: 400))
+    }
+
+    @Test func aCodeIsUselessWithoutItsVerifier() async throws {
+        let fixture = try ProviderFixture()
+        defer { fixture.stop() }
+        let session = try session(fixture)
+        async let code = blocking { try session.waitForRedirect(timeout: .seconds(20)) }
+        let location = try await blocking { try followLikeABrowser(session.authorizationURL, caFile: fixture.certificate.cert) }
+        _ = try await blocking { try visitLoopback(location) }
+        let received = try await code
+        let otherVerifier = try self.session(fixture).codeVerifier
+        let error = oauthError {
+            try TokenClient().exchange(try fixture.endpoint(), code: received, codeVerifier: otherVerifier,
+                                       redirectURI: session.redirectURI, deadline: soon())
+        }
+        #expect(error == .rejected(code: "invalid_grant", status: 400))
+        #expect(!(error.map(String.init(describing:)) ?? "").contains(received))
     }
 
     @Test func aWrongStateIsRefusedAndTheCodeIsNotExchanged() async throws {
