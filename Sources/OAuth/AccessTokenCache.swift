@@ -99,15 +99,19 @@ public struct RefreshCounts: Sendable, Equatable {
 ///
 /// **Single flight.** When a token is missing or due, the first caller for
 /// that key sends the refresh and marks the key as "refreshing"; every
-/// other caller for the key finds the mark and sleeps on a condition
-/// variable (plain blocking waits: the callers are worker threads) until
-/// the refresh ends or its own deadline passes, whichever comes first. A
-/// waiter whose deadline passes gets `.timedOut` at once while the refresh
-/// goes on for the rest. All the waiters still there get that one refresh's
-/// outcome: the token, or the same error. An error is not kept: the next
-/// call after it sends a new refresh. Different keys never wait for each
-/// other (the lock is held only to read and update the table, never during
-/// HTTP).
+/// other caller for the key finds the mark and, if the due token has not
+/// actually expired yet (see `CachedToken.usableUntil`), is given it at
+/// once; otherwise it sleeps on a condition variable (plain blocking
+/// waits: the callers are worker threads) until the refresh ends or its
+/// own deadline passes, whichever comes first. A waiter whose deadline
+/// passes gets `.timedOut` at once while the refresh goes on for the rest.
+/// All the waiters still there get that one refresh's outcome: the token,
+/// or the same error. An error is not kept: the next call after it sends a
+/// new refresh. If the refresh failed only for the moment (`.unavailable`,
+/// `.timedOut`) while the old token is still usable, the caller that sent it
+/// gets the old token; any other failure drops the old token. Different keys
+/// never wait for each other (the lock is held only to read and update the
+/// table, never during HTTP).
 ///
 /// **Rotation.** When the answer carries a new `refresh_token`, the
 /// `rotated` hook is called with it (the app stores it at once) before the
@@ -172,6 +176,8 @@ public final class AccessTokenCache: Sendable {
             let entry = state.entry(key, now: now)
             if let token = entry.token, now < token.refreshAfter { return .answer(.success(token.value)) }
             if let flight = entry.flight {
+                // Due but not expired: no need to wait for its successor.
+                if let token = entry.token, now < token.usableUntil { return .answer(.success(token.value)) }
                 while flight.result == nil {
                     guard waiter.wait(until: deadline) else { return .answer(.failure(.timedOut)) }
                 }
@@ -179,7 +185,6 @@ public final class AccessTokenCache: Sendable {
             }
             let flight = Flight()
             entry.flight = flight
-            entry.token = nil
             state.counts.total += 1
             state.pruneIdle(now: now, except: key)
             var effective = credentials
@@ -226,19 +231,26 @@ public final class AccessTokenCache: Sendable {
             rotated(key, newToken)
         }
         let outcome: Result<String, OAuthError> = result.map(\.accessToken)
-        lock.withLock { state, _ in
+        let fallback: String? = lock.withLock { state, _ in
+            var fallback: String?
             if let entry = state.entries[key], entry.flight === flight {
                 entry.flight = nil
-                if case .success(let response) = result {
-                    let lifetime = response.expiresIn ?? defaultLifetime
-                    let margin = min(refreshMargin, lifetime / 2)
-                    entry.token = CachedToken(value: response.accessToken, refreshAfter: sent + lifetime - margin)
+                switch result {
+                case .success(let response):
+                    entry.token = CachedToken(response, sent: sent, margin: refreshMargin, defaultLifetime: defaultLifetime)
+                case .failure(.unavailable), .failure(.timedOut):
+                    // A passing outage: the token being replaced may still be good.
+                    if let token = entry.token, ContinuousClock.now < token.usableUntil { fallback = token.value }
+                case .failure:
+                    entry.token = nil
                 }
             }
             state.counts.record(outcome)
             flight.result = outcome
+            return fallback
         }
         lock.broadcast()
+        if let fallback { return fallback }
         return try outcome.get()
     }
 }
@@ -250,7 +262,18 @@ private final class Flight {
 
 private struct CachedToken {
     let value: String
+    /// From here on, the next caller sends a refresh.
     let refreshAfter: ContinuousClock.Instant
+    /// Until here, callers may still be given it while its refresh is out
+    /// (a safety of a tenth of its life, at most 10 s, before it expires).
+    let usableUntil: ContinuousClock.Instant
+
+    init(_ response: TokenResponse, sent: ContinuousClock.Instant, margin: Duration, defaultLifetime: Duration) {
+        let lifetime = response.expiresIn ?? defaultLifetime
+        value = response.accessToken
+        refreshAfter = sent + lifetime - min(margin, lifetime / 2)
+        usableUntil = sent + lifetime - min(.seconds(10), lifetime / 10)
+    }
 }
 
 private final class Entry {

@@ -48,7 +48,7 @@ struct AccessTokenCacheTests {
         let key = try AccessTokenKey(user: "alice", mailbox: "alice@example.com", credentials: credentials)
         let cache = AccessTokenCache(rotated: { _, _ in })
         let stale = try cache.accessToken(key, credentials: credentials, deadline: soon())
-        usleep(1_200_000)
+        usleep(2_000_000)  // past its 2 s life: nobody may be given it
         // Slow answers, so every thread arrives while the one refresh is out.
         try fixture.provider.set(["mode": "slow", "slow": "1", "lifetime": "3600"])
         let tokens = try await onThreads(32) { _ in try cache.accessToken(key, credentials: credentials, deadline: soon()) }
@@ -57,6 +57,52 @@ struct AccessTokenCacheTests {
         #expect(tokens.first != stale)
         #expect(try fixture.refreshCount() == 2)  // the first fill, and exactly one for the 32
         #expect(cache.refreshCounts().total == 2)
+    }
+
+    @Test func aDueTokenThatHasNotExpiredIsGivenOutWhileItIsRefreshed() async throws {
+        // 4 s tokens: due after 2 s (half the life), usable until 3.6 s.
+        let fixture = try ProviderFixture(lifetime: 4)
+        defer { fixture.stop() }
+        let credentials = try fixture.credentials(refreshToken: try fixture.provider.seedRefreshToken())
+        let key = try AccessTokenKey(user: "alice", mailbox: "alice@example.com", credentials: credentials)
+        let cache = AccessTokenCache(rotated: { _, _ in })
+        let old = try cache.accessToken(key, credentials: credentials, deadline: soon())
+        usleep(2_200_000)
+        try fixture.provider.set(["mode": "slow", "slow": "1"])
+        async let refresher = blocking { try cache.accessToken(key, credentials: credentials, deadline: soon()) }
+        try await Task.sleep(for: .milliseconds(300))
+        let meanwhile = try await blocking { try cache.accessToken(key, credentials: credentials, deadline: soon()) }
+        #expect(meanwhile == old)
+        let new = try await refresher
+        #expect(new != old)
+        #expect(try cache.accessToken(key, credentials: credentials, deadline: soon()) == new)
+        #expect(try fixture.refreshCount() == 2)
+    }
+
+    @Test func anOutageDuringTheRefreshFallsBackToAStillUsableToken() throws {
+        let fixture = try ProviderFixture(lifetime: 4)
+        defer { fixture.stop() }
+        let credentials = try fixture.credentials(refreshToken: try fixture.provider.seedRefreshToken())
+        let key = try AccessTokenKey(user: "alice", mailbox: "alice@example.com", credentials: credentials)
+        let cache = AccessTokenCache(rotated: { _, _ in })
+        let old = try cache.accessToken(key, credentials: credentials, deadline: soon())
+        usleep(2_200_000)
+        try fixture.provider.set(["mode": "error_500"])
+        #expect(try cache.accessToken(key, credentials: credentials, deadline: soon()) == old)
+        #expect(cache.refreshCounts().unavailable == 1)
+        // Once it has expired, the outage shows.
+        usleep(1_600_000)
+        guard case .unavailable? = oauthError({ try cache.accessToken(key, credentials: credentials, deadline: soon()) }) else {
+            Issue.record("expected unavailable")
+            return
+        }
+        // invalid_grant is not an outage: the old token is dropped and the error shown.
+        try fixture.provider.set(["mode": "normal"])
+        _ = try cache.accessToken(key, credentials: credentials, deadline: soon())
+        usleep(2_200_000)
+        try fixture.provider.set(["mode": "invalid_grant"])
+        #expect(oauthError { try cache.accessToken(key, credentials: credentials, deadline: soon()) } == .reauthorize)
+        #expect(oauthError { try cache.accessToken(key, credentials: credentials, deadline: soon()) } == .reauthorize)
     }
 
     @Test func aWaiterGivesUpAtItsOwnDeadlineWhileTheRefreshGoesOn() async throws {
