@@ -47,6 +47,7 @@ public struct HTTPSClient: Sendable {
     public func postForm(_ url: EndpointURL, form: [UInt8], caFile: String?,
                          deadline: ContinuousClock.Instant) throws(OAuthError) -> HTTPSResponse {
         try CurlGlobal.ensureInitialised()
+        guard !form.isEmpty else { throw .internalFailure("an empty form") }
         let left = deadline - .now
         guard left > .zero else { throw .timedOut }
         // Rounded up, so a call never gets 0 ms (which curl reads as "no limit").
@@ -92,10 +93,10 @@ public struct HTTPSClient: Sendable {
             try set("POST", mailgate_curl_setopt_long(handle, CURLOPT_POST, 1))
             try set("POSTFIELDSIZE_LARGE", mailgate_curl_setopt_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(form.count)))
             // COPYPOSTFIELDS: curl keeps its own copy, so the array's lifetime does not matter.
+            // (A form is never empty: grant_type and client_id are always in it.)
             try form.withUnsafeBufferPointer { bytes throws(OAuthError) in
-                let rc = mailgate_curl_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS,
-                                                      UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafePointer(bitPattern: 1)))
-                try set("COPYPOSTFIELDS", rc)
+                try set("COPYPOSTFIELDS", mailgate_curl_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS,
+                                                                       UnsafeMutableRawPointer(mutating: bytes.baseAddress)))
             }
             try set("WRITEFUNCTION", mailgate_curl_setopt_callback(handle, CURLOPT_WRITEFUNCTION, { data, size, count, context in
                 guard let context else { return 0 }
