@@ -49,7 +49,7 @@ struct IntegrationCommand: ParsableCommand {
         @Option(help: "SMTP login; for oauth2 the mailbox address. Omit for a server without AUTH.") var username: String?
         @Option(help: "Envelope sender and From address (oauth2: default the mailbox).") var from: String?
         @Option(name: .customLong("from-name"), help: "Display name for From.") var fromName: String?
-        @Option(help: "oauth2: google, microsoft or custom (presets: see below).") var provider: OAuth2Credentials.Provider?
+        @Option(help: "oauth2: google, microsoft or custom (presets: see above).") var provider: OAuth2Credentials.Provider?
         @Option(name: .customLong("client-id"), help: "oauth2: the client (application) id registered with the provider.")
         var clientID: String?
         @Option(name: .customLong("token-url"), help: "oauth2: the token endpoint, https (required for custom).")
@@ -64,18 +64,20 @@ struct IntegrationCommand: ParsableCommand {
         @Flag(name: .customLong("no-client-secret"), help: "oauth2: a public client, without a client secret (none is read).")
         var noClientSecret = false
 
-        /// The presets, as `--help` shows them (from `OAuth2Preset`, the one table).
+        /// The presets, as `--help` shows them (from `OAuth2Preset`, the one
+        /// table), in lines that fit 80 columns.
         static var presetTable: String {
             OAuth2Credentials.Provider.allCases.map { provider in
-                let name = provider.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
                 guard let preset = OAuth2Preset.of(provider, tenant: "TENANT") else {
-                    return "  \(name) no presets: give --host and --token-url (and --authorization-url)"
+                    return "  \(provider.rawValue): no presets; give --host and --token-url (and --authorization-url)"
                 }
                 let tenant = provider == .microsoft ? " (TENANT: --tenant, default \(OAuth2Preset.defaultMicrosoftTenant))" : ""
                 return """
-                      \(name) \(preset.host):\(preset.port) \(preset.security.rawValue), scope "\(preset.scope)"
-                                 token URL \(preset.tokenURL)\(tenant)
-                                 authorization URL \(preset.authorizationURL)
+                      \(provider.rawValue)\(tenant)
+                        SMTP      \(preset.host):\(preset.port) \(preset.security.rawValue)
+                        scope     \(preset.scope)
+                        token     \(preset.tokenURL)
+                        authorize \(preset.authorizationURL)
                     """
             }.joined(separator: "\n")
         }
