@@ -88,18 +88,40 @@ public struct SMTPSubmission: Sendable {
             throw .invalidIntegration("fromAddress (\(error))")
         }
         sender = Mailbox(displayName: integration.fromName, address: from.address)
+        let login: SMTPLogin
+        switch integration.authentication {
+        case .none:
+            login = .none
+        case .password(let username, let password):
+            login = .password(username: username, password: password)
+        case .oauth2(let mailbox, _):
+            // Lead wires the OAuth token source here
+            login = .bearer(username: mailbox, tokens: UnwiredAccessTokenSource.tokens)
+        }
         server = SMTPServerConfig(
             host: integration.host,
             port: integration.port,
             security: SMTPSecurity(integration.security),
-            username: integration.username,
-            password: integration.password,
+            login: login,
             heloName: heloName,
             caFile: caFile,
             verifyCertificates: true,
             connectTimeout: connectTimeout,
             commandTimeout: commandTimeout)
     }
+}
+
+/// Stands in for the OAuth2 access token cache until it is wired: every
+/// OAuth2 send fails at AUTH with a typed error, nothing is sent. One
+/// shared instance, so the SMTP pool key stays the same across requests.
+struct UnwiredAccessTokenSource: SMTPAccessTokenSource {
+    static let tokens = SMTPAccessTokens(UnwiredAccessTokenSource())
+
+    func accessToken(deadline: ContinuousClock.Instant) throws(SMTPAccessTokenError) -> String {
+        throw SMTPAccessTokenError(.misconfigured, "OAuth2 access tokens are not available in this build yet")
+    }
+
+    func refused(_ token: String) {}
 }
 
 extension SMTPSecurity {

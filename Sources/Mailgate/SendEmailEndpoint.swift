@@ -330,6 +330,18 @@ extension Application {
         case .messageTooLarge:
             // Found before anything was sent; only a smaller message helps.
             return APIError(413, .messageTooLarge, detail)
+        case .accessToken(let failure):
+            // Provisional mapping until the OAuth2 send path is wired (the
+            // lead gives these their own codes).
+            switch failure.kind {
+            case .reauthorize: return APIError(502, .smtpAuthFailed, detail)
+            case .unavailable(let seconds):
+                return APIError(503, .smtpUnavailable, detail, headers: [("Retry-After", String(max(1, seconds)))])
+            case .timedOut: return APIError(504, .smtpTimeout, detail)
+            case .misconfigured: return APIError(502, .smtpFailed, detail)
+            }
+        case .accessTokenRefused:
+            return APIError(502, .smtpAuthFailed, detail)
         }
     }
 }

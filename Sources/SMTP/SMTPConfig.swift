@@ -11,14 +11,14 @@ public enum SMTPSecurity: String, Sendable, CaseIterable {
 /// Everything needed to reach and log in to one SMTP server.
 ///
 /// Two configs that compare equal can share connections; that is why the
-/// password takes part in equality (a changed password must give a new pool).
+/// login takes part in equality (a changed password, or a new access token
+/// source, must give a new pool).
 public struct SMTPServerConfig: Sendable, Hashable {
     public var host: String
     public var port: Int
     public var security: SMTPSecurity
-    /// No AUTH is attempted when this is nil or empty.
-    public var username: String?
-    public var password: String?
+    /// No AUTH is attempted for `.none` or an empty username.
+    public var login: SMTPLogin
     /// The EHLO argument.
     public var heloName: String
     /// An extra trust anchor file (PEM). nil: only the system trust store.
@@ -31,8 +31,7 @@ public struct SMTPServerConfig: Sendable, Hashable {
         host: String,
         port: Int,
         security: SMTPSecurity,
-        username: String? = nil,
-        password: String? = nil,
+        login: SMTPLogin = .none,
         heloName: String = "localhost",
         caFile: String? = nil,
         verifyCertificates: Bool = true,
@@ -42,8 +41,7 @@ public struct SMTPServerConfig: Sendable, Hashable {
         self.host = host
         self.port = port
         self.security = security
-        self.username = username
-        self.password = password
+        self.login = login
         self.heloName = heloName
         self.caFile = caFile
         self.verifyCertificates = verifyCertificates
@@ -51,23 +49,54 @@ public struct SMTPServerConfig: Sendable, Hashable {
         self.commandTimeout = commandTimeout
     }
 
+    /// A password login (or none, when `username` is nil or empty).
+    public init(
+        host: String,
+        port: Int,
+        security: SMTPSecurity,
+        username: String?,
+        password: String?,
+        heloName: String = "localhost",
+        caFile: String? = nil,
+        verifyCertificates: Bool = true,
+        connectTimeout: Duration = .seconds(10),
+        commandTimeout: Duration = .seconds(10)
+    ) {
+        let login: SMTPLogin = if let username, !username.isEmpty {
+            .password(username: username, password: password ?? "")
+        } else {
+            .none
+        }
+        self.init(host: host, port: port, security: security, login: login, heloName: heloName, caFile: caFile,
+                  verifyCertificates: verifyCertificates, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+    }
+
+    /// The login name, nil without AUTH.
+    public var username: String? { login.username }
+
     /// "host:port", with IPv6 literals bracketed, for messages.
     var endpoint: String {
         host.contains(":") && !host.hasPrefix("[") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
-    /// True when a login is configured.
-    var wantsAuth: Bool { !(username ?? "").isEmpty }
+    /// True when a login is configured: a bearer login always (it has no
+    /// meaning without AUTH); a password login with a username.
+    var wantsAuth: Bool {
+        switch login {
+        case .none: false
+        case .password(let username, _): !username.isEmpty
+        case .bearer: true
+        }
+    }
 }
 
-// Configs end up in logs and error reports; the password must never be
-// printed, whichever way the value is turned into text (print, "\(...)",
+// Configs end up in logs and error reports; the password (and the token
+// source) must never be printed, whichever way the value is turned into text (print, "\(...)",
 // debugPrint, dump / Mirror).
 extension SMTPServerConfig: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public var description: String {
         var parts = ["host: \(host)", "port: \(port)", "security: \(security.rawValue)"]
-        parts.append("username: \(username.map { "\"\($0)\"" } ?? "nil")")
-        parts.append("password: \(password == nil ? "nil" : "<redacted>")")
+        parts.append("login: \(login)")
         parts.append("heloName: \(heloName)")
         parts.append("caFile: \(caFile ?? "nil")")
         parts.append("verifyCertificates: \(verifyCertificates)")
@@ -81,8 +110,7 @@ extension SMTPServerConfig: CustomStringConvertible, CustomDebugStringConvertibl
     public var customMirror: Mirror {
         Mirror(self, children: [
             "host": host, "port": port, "security": security,
-            "username": username as Any,
-            "password": (password == nil ? "nil" : "<redacted>") as Any,
+            "login": login,
             "heloName": heloName, "caFile": caFile as Any,
             "verifyCertificates": verifyCertificates,
             "connectTimeout": connectTimeout, "commandTimeout": commandTimeout,

@@ -117,8 +117,26 @@ public final class SMTPConnection {
     }
 
     /// `open` with the host name resolved by `resolver` (tests substitute its lookup).
+    ///
+    /// With a bearer login whose access token the server refuses, the
+    /// token source is told (`refused`), and the connection is opened once
+    /// more, from scratch, with the token the source gives then: a new
+    /// connection, since servers may close one after a failed AUTH (Gmail
+    /// does). Nothing of a message has been sent by then. A second refusal
+    /// is `.accessTokenRefused`.
     static func open(_ config: SMTPServerConfig, deadline: ContinuousClock.Instant,
                      resolver: NameResolver) throws(SMTPError) -> SMTPConnection {
+        do {
+            return try openOnce(config, deadline: deadline, resolver: resolver)
+        } catch {
+            guard case .accessTokenRefused = error.kind else { throw error }
+            return try openOnce(config, deadline: deadline, resolver: resolver)
+        }
+    }
+
+    /// Connects, greets, secures and logs in, once.
+    private static func openOnce(_ config: SMTPServerConfig, deadline: ContinuousClock.Instant,
+                                 resolver: NameResolver) throws(SMTPError) -> SMTPConnection {
         let server = config.endpoint
         // The HELO name is written into a command line as is: a CR/LF in it
         // would inject commands.
@@ -198,12 +216,22 @@ public final class SMTPConnection {
     }
 
     private func authenticate(deadline: ContinuousClock.Instant) throws(SMTPError) {
-        let username = config.username ?? ""
-        let password = config.password ?? ""
         let offered = serverInfo.authMechanisms
         guard !offered.isEmpty else {
             throw error(.authUnavailable("the server does not offer AUTH"), .auth)
         }
+        switch config.login {
+        case .none:
+            return
+        case .password(let username, let password):
+            try authenticate(username: username, password: password, offered: offered, deadline: deadline)
+        case .bearer(let username, let tokens):
+            try authenticate(username: username, tokens: tokens.source, offered: offered, deadline: deadline)
+        }
+    }
+
+    private func authenticate(username: String, password: String, offered: Set<AuthMechanism>,
+                              deadline: ContinuousClock.Instant) throws(SMTPError) {
         // NUL separates the fields of a PLAIN response: one inside a field
         // would change who we log in as. (The values are not quoted here.)
         if username.utf8.contains(0) || password.utf8.contains(0) {
@@ -223,9 +251,72 @@ public final class SMTPConnection {
             let done = try command(.authResponse(SMTPWire.authLogin(password)), deadline: deadline)
             guard done.code == 235 else { throw authFailure(done) }
         } else {
-            let list = offered.map(\.keyword).sorted().joined(separator: " ")
-            throw error(.authUnavailable("no supported AUTH mechanism (server offers: \(list))"), .auth)
+            throw error(.authUnavailable("no supported AUTH mechanism (server offers: \(Self.listing(offered)))"), .auth)
         }
+    }
+
+    /// XOAUTH2 when offered (what Gmail and Exchange Online announce), else
+    /// OAUTHBEARER (RFC 7628). The token is fetched only once the server is
+    /// known to take one, and it never goes into an error.
+    ///
+    /// A refused token is answered with a 334 error challenge (a base64
+    /// JSON status: Gmail, RFC 7628), which the client must answer (an
+    /// empty response for XOAUTH2, ^A for OAUTHBEARER) to get the final
+    /// 5xx; or with a plain 535 (Exchange Online). Either is taken as "this
+    /// token is refused": the source is told, and `open` tries once more.
+    private func authenticate(username: String, tokens: any SMTPAccessTokenSource, offered: Set<AuthMechanism>,
+                              deadline: ContinuousClock.Instant) throws(SMTPError) {
+        let mechanism: AuthMechanism
+        if offered.contains(.xoauth2) {
+            mechanism = .xoauth2
+        } else if offered.contains(.oauthBearer) {
+            mechanism = .oauthBearer
+        } else {
+            throw error(.authUnavailable("an OAuth2 login needs XOAUTH2 or OAUTHBEARER (server offers: \(Self.listing(offered)))"), .auth)
+        }
+        if username.isEmpty {
+            throw error(.protocolViolation("an OAuth2 login needs the mailbox name"), .auth)
+        }
+        // ^A separates the fields of both mechanisms' messages.
+        if username.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw error(.protocolViolation("the mailbox name contains a control character"), .auth)
+        }
+        let token: String
+        do throws(SMTPAccessTokenError) {
+            token = try tokens.accessToken(deadline: deadline)
+        } catch {
+            throw self.error(.accessToken(error), .auth)
+        }
+        if let problem = SMTPWire.bearerTokenProblem(token) {
+            tokens.refused(token)
+            throw error(.protocolViolation(problem), .auth)
+        }
+        let initialResponse = mechanism == .xoauth2
+            ? SMTPWire.authXOAuth2(username: username, token: token)
+            : SMTPWire.authOAuthBearer(username: username, token: token, host: config.host, port: config.port)
+        var reply = try command(.auth(mechanism, initialResponse: initialResponse), deadline: deadline)
+        var challenged = false
+        if reply.code == 334 {
+            // The challenge's JSON says why; the final reply says it too,
+            // in words an operator reads, so the challenge is not kept.
+            challenged = true
+            reply = try command(.authResponse(mechanism == .xoauth2 ? "" : Self.oauthBearerAbort), deadline: deadline)
+        }
+        if reply.code == 235 { return }
+        if reply.isPermanent && (challenged || reply.code == 535) {
+            tokens.refused(token)
+            throw error(.accessTokenRefused(reply), .auth)
+        }
+        throw authFailure(reply)
+    }
+
+    /// RFC 7628 section 3.2.3: the client's answer to an error challenge,
+    /// a single ^A, in base64.
+    private static let oauthBearerAbort = "AQ=="
+
+    /// The offered mechanisms, sorted, for messages.
+    private static func listing(_ offered: Set<AuthMechanism>) -> String {
+        offered.map(\.keyword).sorted().joined(separator: " ")
     }
 
     private func authFailure(_ reply: SMTPReply) -> SMTPError {

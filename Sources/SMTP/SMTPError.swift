@@ -61,6 +61,14 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
         case protocolViolation(String)
         /// A login is configured but the server offers no mechanism we can use.
         case authUnavailable(String)
+        /// A bearer login's token source gave no access token (nothing was
+        /// sent to the server with it).
+        case accessToken(SMTPAccessTokenError)
+        /// The server refused the OAuth2 access token, and again the fresh
+        /// one fetched after that (on a new connection): not a wrong
+        /// password, and no retry of the send can help until the grant or
+        /// the account is fixed. `reply` is the server's final refusal.
+        case accessTokenRefused(SMTPReply)
         /// STARTTLS is required by the config but the server does not offer it.
         case starttlsUnavailable
         /// The message (`size` octets, as MAIL FROM would declare it) is
@@ -146,6 +154,10 @@ public struct SMTPError: Error, Sendable, CustomStringConvertible {
             return "connection closed by the server during \(stage.label)\(at)"
         case .authUnavailable(let why):
             return "cannot log in: \(why)\(at)"
+        case .accessToken(let failure):
+            return "cannot get an OAuth2 access token: \(failure.message)\(at)"
+        case .accessTokenRefused(let reply):
+            return "the server refused the OAuth2 access token even after a refresh: \(reply)\(at)"
         case .starttlsUnavailable:
             return "server does not offer STARTTLS, which the configuration requires\(at)"
         case .messageTooLarge(let size, let limit):

@@ -54,4 +54,38 @@ public enum SMTPWire {
     static func authLogin(_ value: String) -> String {
         Base64.standard.encode(Array(value.utf8))
     }
+
+    /// The XOAUTH2 initial response (Google's and Microsoft's mechanism):
+    /// base64("user=" mailbox ^A "auth=Bearer " token ^A ^A).
+    static func authXOAuth2(username: String, token: String) -> String {
+        Base64.standard.encode(Array("user=\(username)\u{1}auth=Bearer \(token)\u{1}\u{1}".utf8))
+    }
+
+    /// The OAUTHBEARER initial response (RFC 7628 section 3.1): a GS2
+    /// header naming the mailbox as authzid (RFC 5801: "," and "=" escaped
+    /// as "=2C" and "=3D"), then ^A-separated key/value pairs: host and port
+    /// (optional in the RFC, sent as in its examples, for servers that
+    /// check them) and the bearer token, ended by ^A ^A.
+    static func authOAuthBearer(username: String, token: String, host: String, port: Int) -> String {
+        var authzid = ""
+        for scalar in username.unicodeScalars {
+            switch scalar {
+            case ",": authzid += "=2C"
+            case "=": authzid += "=3D"
+            default: authzid.unicodeScalars.append(scalar)
+            }
+        }
+        return Base64.standard.encode(Array("n,a=\(authzid),\u{1}host=\(host)\u{1}port=\(port)\u{1}auth=Bearer \(token)\u{1}\u{1}".utf8))
+    }
+
+    /// Why `token` cannot be sent as a bearer token, or nil when it can: RFC
+    /// 6750's b64token is printable ASCII without spaces, and anything else
+    /// (a ^A, a CR/LF) would change the SASL message it is framed in.
+    static func bearerTokenProblem(_ token: String) -> String? {
+        if token.isEmpty { return "the access token is empty" }
+        if token.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7F }) {
+            return "the access token has characters a bearer token cannot have"
+        }
+        return nil
+    }
 }

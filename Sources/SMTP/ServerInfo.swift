@@ -3,6 +3,8 @@ public enum AuthMechanism: Hashable, Sendable, CustomStringConvertible {
     case plain
     case login
     case xoauth2
+    /// RFC 7628.
+    case oauthBearer
     /// Any other mechanism, upper-cased (e.g. "CRAM-MD5").
     case other(String)
 
@@ -11,6 +13,7 @@ public enum AuthMechanism: Hashable, Sendable, CustomStringConvertible {
         case "PLAIN": self = .plain
         case "LOGIN": self = .login
         case "XOAUTH2": self = .xoauth2
+        case "OAUTHBEARER": self = .oauthBearer
         case let other: self = .other(other)
         }
     }
@@ -20,6 +23,7 @@ public enum AuthMechanism: Hashable, Sendable, CustomStringConvertible {
         case .plain: "PLAIN"
         case .login: "LOGIN"
         case .xoauth2: "XOAUTH2"
+        case .oauthBearer: "OAUTHBEARER"
         case .other(let keyword): keyword
         }
     }

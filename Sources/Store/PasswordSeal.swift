@@ -59,6 +59,41 @@ struct PasswordSeal: Sendable {
         try seal(password, associatedData: Self.version1Context(username))
     }
 
+    /// The sealed OAuth2 secrets of an integration, each named by its column.
+    enum OAuth2Secret: String, Sendable {
+        case clientSecret = "oauth2_client_secret_sealed"
+        case refreshToken = "oauth2_refresh_token_sealed"
+    }
+
+    /// What a sealed OAuth2 secret is bound to: everything `Binding` holds
+    /// (the access tokens it yields go to that server, as that login), and
+    /// the token endpoint and client id (the secret itself goes there).
+    /// Pointing a row's token URL at another server, or its SMTP host at
+    /// one, makes its secrets unreadable rather than sending them there.
+    struct OAuth2Binding: Sendable {
+        var smtp: Binding
+        var tokenURL: String
+        var clientID: String
+    }
+
+    /// Seals an OAuth2 secret for the column `secret` names: the column is
+    /// part of the associated data, so a ciphertext moved to the other
+    /// column (or another row, or from the password column, whose prefix
+    /// differs) no longer opens.
+    func seal(_ value: String, as secret: OAuth2Secret, for binding: OAuth2Binding) throws(StoreError) -> Data {
+        try seal(value, associatedData: Self.context(secret, binding))
+    }
+
+    /// Throws `.corruptOAuth2Secret(username)`: wrong key, altered bytes,
+    /// or a row whose binding changed since sealing.
+    func open(_ sealed: Data, as secret: OAuth2Secret, for binding: OAuth2Binding) throws(StoreError) -> String {
+        do {
+            return try open(sealed, associatedData: Self.context(secret, binding), username: binding.smtp.username)
+        } catch {
+            throw .corruptOAuth2Secret(binding.smtp.username)
+        }
+    }
+
     private static func version1Context(_ username: String) -> [UInt8] {
         Array("mailgate/smtp-password/v1/".utf8) + Array(username.utf8)
     }
@@ -84,11 +119,29 @@ struct PasswordSeal: Sendable {
     /// from an empty one.
     private static func context(_ binding: Binding) -> [UInt8] {
         var bytes = Array("mailgate/smtp-password/v2".utf8)
-        func field(_ value: some Collection<UInt8>) {
-            let count = UInt32(truncatingIfNeeded: value.count)
-            bytes += [UInt8(count >> 24), UInt8(count >> 16 & 0xFF), UInt8(count >> 8 & 0xFF), UInt8(count & 0xFF)]
-            bytes += value
-        }
+        append(binding, to: &bytes)
+        return bytes
+    }
+
+    /// The OAuth2 secrets' context: its own prefix, the column, the SMTP
+    /// binding, the token URL and the client id, each length-prefixed.
+    private static func context(_ secret: OAuth2Secret, _ binding: OAuth2Binding) -> [UInt8] {
+        var bytes = Array("mailgate/oauth2-secret/v1".utf8)
+        field(secret.rawValue.utf8, to: &bytes)
+        append(binding.smtp, to: &bytes)
+        field(binding.tokenURL.utf8, to: &bytes)
+        field(binding.clientID.utf8, to: &bytes)
+        return bytes
+    }
+
+    private static func field(_ value: some Collection<UInt8>, to bytes: inout [UInt8]) {
+        let count = UInt32(truncatingIfNeeded: value.count)
+        bytes += [UInt8(count >> 24), UInt8(count >> 16 & 0xFF), UInt8(count >> 8 & 0xFF), UInt8(count & 0xFF)]
+        bytes += value
+    }
+
+    private static func append(_ binding: Binding, to bytes: inout [UInt8]) {
+        func field(_ value: some Collection<UInt8>) { Self.field(value, to: &bytes) }
         field(binding.username.utf8)
         field(binding.host.utf8)
         field(String(binding.port).utf8)
@@ -99,6 +152,5 @@ struct PasswordSeal: Sendable {
         } else {
             bytes.append(0)
         }
-        return bytes
     }
 }

@@ -25,53 +25,121 @@ public struct SMTPIntegration: Sendable, Equatable {
         }
     }
 
+    /// How the integration logs in to the SMTP server.
+    public enum Authentication: Sendable, Equatable {
+        /// No AUTH.
+        case none
+        /// AUTH PLAIN/LOGIN. The password is clear text only in memory; the
+        /// database holds it AES-GCM sealed.
+        case password(username: String, password: String)
+        /// AUTH XOAUTH2/OAUTHBEARER as the mailbox `username`, with access
+        /// tokens from the OAuth2 client `credentials`.
+        case oauth2(username: String, OAuth2Credentials)
+
+        /// The SMTP login name (for OAuth2 the mailbox), nil for `.none`.
+        public var username: String? {
+            switch self {
+            case .none: nil
+            case .password(let username, _), .oauth2(let username, _): username
+            }
+        }
+
+        /// "none", "password" or "oauth2", as stored and shown.
+        public var kind: String {
+            switch self {
+            case .none: "none"
+            case .password: "password"
+            case .oauth2: "oauth2"
+            }
+        }
+    }
+
     public var host: String
     public var port: Int
     public var security: Security
-    public var username: String?
-    /// Clear text only in memory; the database holds it AES-GCM sealed.
-    public var password: String?
+    public var authentication: Authentication
     public var fromAddress: String
     public var fromName: String?
-    /// Stored with millisecond resolution.
+    /// Stored with millisecond resolution. Changes with every
+    /// `setIntegration` (and an OAuth2 re-authorisation), not when the
+    /// token endpoint rotates the refresh token: see `Store.storeRefreshToken`.
     public var updatedAt: Date
 
-    public init(host: String, port: Int, security: Security, username: String? = nil, password: String? = nil,
+    public init(host: String, port: Int, security: Security, authentication: Authentication = .none,
                 fromAddress: String, fromName: String? = nil, updatedAt: Date = Date()) {
         self.host = host
         self.port = port
         self.security = security
-        self.username = username
-        self.password = password
+        self.authentication = authentication
         self.fromAddress = fromAddress
         self.fromName = fromName
         self.updatedAt = updatedAt
     }
 
+    /// A password login when `username` is given (a missing password is
+    /// the empty one), else none.
+    public init(host: String, port: Int, security: Security, username: String?, password: String?,
+                fromAddress: String, fromName: String? = nil, updatedAt: Date = Date()) {
+        self.init(host: host, port: port, security: security,
+                  authentication: username.map { .password(username: $0, password: password ?? "") } ?? .none,
+                  fromAddress: fromAddress, fromName: fromName, updatedAt: updatedAt)
+    }
+
+    /// The SMTP login name (for OAuth2 the mailbox), nil without AUTH.
+    public var username: String? { authentication.username }
+
+    /// The SMTP password of a password login, nil for other logins.
+    public var password: String? {
+        if case .password(_, let password) = authentication { return password }
+        return nil
+    }
+
+    /// The OAuth2 client credentials, nil for other logins.
+    public var oauth2: OAuth2Credentials? {
+        if case .oauth2(_, let credentials) = authentication { return credentials }
+        return nil
+    }
+
+    /// Who the stored refresh token was issued to, nil for other logins.
+    public var refreshTokenOwner: RefreshTokenOwner? {
+        guard case .oauth2(let mailbox, let credentials) = authentication else { return nil }
+        return RefreshTokenOwner(tokenURL: credentials.tokenURL, clientID: credentials.clientID, mailbox: mailbox)
+    }
+
     /// The rules every stored integration follows; `Store.setIntegration`
     /// refuses anything else with `.invalidIntegration(field)`.
     public func validate() throws(StoreError) {
-        func clean(_ text: String) -> Bool {
-            // Control characters (CR/LF above all) have no place in host
-            // names, addresses or SMTP login names; refuse them at the door.
-            !text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
-        }
-        guard !host.isEmpty, host.utf8.count <= 253, clean(host), !host.contains(" ") else {
+        guard !host.isEmpty, host.utf8.count <= 253, Self.isClean(host), !host.contains(" ") else {
             throw .invalidIntegration("host")
         }
         guard (1...65535).contains(port) else { throw .invalidIntegration("port") }
-        if let username { guard clean(username) else { throw .invalidIntegration("username") } }
-        if let password {
+        switch authentication {
+        case .none:
+            break
+        case .password(let username, let password):
+            guard Self.isClean(username) else { throw .invalidIntegration("username") }
             // AUTH PLAIN separates fields with NUL; nothing else is refused.
             guard !password.utf8.contains(0) else { throw .invalidIntegration("password") }
+        case .oauth2(let mailbox, let credentials):
+            guard !mailbox.isEmpty, mailbox.utf8.count <= 320, Self.isClean(mailbox) else {
+                throw .invalidIntegration("username (the mailbox an OAuth2 login is for)")
+            }
+            try credentials.validate()
         }
-        guard !fromAddress.isEmpty, clean(fromAddress) else { throw .invalidIntegration("fromAddress") }
-        if let fromName { guard clean(fromName) else { throw .invalidIntegration("fromName") } }
-        // A login over a connection without TLS sends the password in the
-        // clear: only to this machine, where no network carries it.
+        guard !fromAddress.isEmpty, Self.isClean(fromAddress) else { throw .invalidIntegration("fromAddress") }
+        if let fromName { guard Self.isClean(fromName) else { throw .invalidIntegration("fromName") } }
+        // A login over a connection without TLS sends the password (or the
+        // access token) in the clear: only to this machine, where no
+        // network carries it.
         if security == .none, username != nil, !Self.isLoopback(host) {
             throw .invalidIntegration("security (a login without TLS is allowed only to a loopback host; use starttls or tls)")
         }
+    }
+
+    /// Control characters (CR/LF above all) have no place in host names,
+    /// addresses, SMTP login names or OAuth2 parameters; refused at the door.
+    static func isClean(_ text: String) -> Bool {
+        !text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
     }
 
     /// `localhost`, 127.0.0.0/8 or ::1 (with or without brackets).
@@ -83,13 +151,13 @@ public struct SMTPIntegration: Sendable, Equatable {
     }
 }
 
-// Integrations end up in logs and error reports; the SMTP password must
-// never be printed, whichever way the value is turned into text.
+// Integrations end up in logs and error reports; the SMTP password, the
+// OAuth2 client secret and refresh token must never be printed, whichever
+// way the value is turned into text.
 extension SMTPIntegration: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public var description: String {
         var parts = ["host: \(host)", "port: \(port)", "security: \(security.rawValue)"]
-        parts.append("username: \(username.map { "\"\($0)\"" } ?? "nil")")
-        parts.append("password: \(password == nil ? "nil" : "<redacted>")")
+        parts.append("authentication: \(authentication)")
         parts.append("fromAddress: \(fromAddress)")
         parts.append("fromName: \(fromName.map { "\"\($0)\"" } ?? "nil")")
         parts.append("updatedAt: \(updatedAt)")
@@ -100,10 +168,30 @@ extension SMTPIntegration: CustomStringConvertible, CustomDebugStringConvertible
 
     public var customMirror: Mirror {
         Mirror(self, children: [
-            "host": host, "port": port, "security": security,
-            "username": username as Any,
-            "password": (password == nil ? "nil" : "<redacted>") as Any,
+            "host": host, "port": port, "security": security, "authentication": authentication,
             "fromAddress": fromAddress, "fromName": fromName as Any, "updatedAt": updatedAt,
         ], displayStyle: .struct)
+    }
+}
+
+extension SMTPIntegration.Authentication: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .password(let username, _): "password(username: \"\(username)\", password: <redacted>)"
+        case .oauth2(let username, let credentials): "oauth2(username: \"\(username)\", \(credentials))"
+        }
+    }
+
+    public var debugDescription: String { description }
+
+    public var customMirror: Mirror {
+        switch self {
+        case .none: Mirror(self, children: [], displayStyle: .enum)
+        case .password(let username, _):
+            Mirror(self, children: ["username": username, "password": "<redacted>"], displayStyle: .enum)
+        case .oauth2(let username, let credentials):
+            Mirror(self, children: ["username": username, "credentials": credentials], displayStyle: .enum)
+        }
     }
 }

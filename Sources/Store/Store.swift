@@ -14,7 +14,9 @@
 //                          patterns
 //   LoginThrottle.swift    login attempts: client keys, limits, outcomes
 //   Idempotency.swift      idempotency records: stored answers, claims
-//   PasswordSeal.swift     SMTP passwords at rest (AES-256-GCM)
+//   OAuth2Credentials.swift
+//                          an OAuth2 login's client and grant; provider presets
+//   PasswordSeal.swift     SMTP passwords and OAuth2 secrets at rest (AES-256-GCM)
 //   SQLite/                schema and migrations, GRDB records, the store,
 //                          the per-request credentials reader
 import Foundation
@@ -68,8 +70,31 @@ public protocol Store: Sendable {
     // MARK: SMTP integrations
 
     /// Creates or replaces the user's integration after `validate()`; the
-    /// password is stored sealed, never in clear.
+    /// password, client secret and refresh token are stored sealed, never
+    /// in clear.
+    ///
+    /// An OAuth2 integration given without a refresh token keeps the one
+    /// stored, if the stored integration is OAuth2 with the same
+    /// `refreshTokenOwner` (token URL, client id and mailbox: changing
+    /// the SMTP host or the scope keeps the grant; another client or
+    /// account drops it, since it was not issued to them).
     func setIntegration(_ integration: SMTPIntegration, for username: String) throws(StoreError)
+    /// Stores `refreshToken` (sealed) in the user's OAuth2 integration, in
+    /// one short write transaction, changing no other field; safe while
+    /// `serve` runs, from any thread or process.
+    ///
+    /// Only while the integration still belongs to `grant` (its token URL,
+    /// client id and mailbox: what the token was issued to): otherwise
+    /// `.integrationChanged`, nothing stored (a rotation answered for a
+    /// client that was replaced meanwhile must not land in the new one).
+    ///
+    /// `origin` decides `updatedAt`: a new grant (`.authorization`) sets it
+    /// to now, so caches keyed on it start afresh; a rotation leaves it, so
+    /// the access token that came with the rotated refresh token stays
+    /// cached. Throws `.userNotFound`, `.integrationNotFound`,
+    /// `.invalidIntegration` (not OAuth2, or an unusable token).
+    func storeRefreshToken(_ refreshToken: String, for username: String, issuedTo grant: RefreshTokenOwner,
+                           origin: RefreshTokenOrigin) throws(StoreError)
     /// Throws `.userNotFound`, or `.integrationNotFound` if there is none.
     func removeIntegration(for username: String) throws(StoreError)
 
@@ -159,7 +184,7 @@ public protocol Store: Sendable {
 }
 
 extension Store {
-    /// The user's integration with the password decrypted, or nil if none
+    /// The user's integration with its secrets decrypted, or nil if none
     /// is configured. Throws `.userNotFound` if there is no such user.
     public func integration(for username: String) throws(StoreError) -> SMTPIntegration? {
         guard let credentials = try credentials(for: username) else { throw .userNotFound(username) }

@@ -1,5 +1,5 @@
 /// Store failures. Descriptions carry usernames and the database's message
-/// but never password hashes, SMTP passwords or sealed bytes.
+/// but never password hashes, SMTP passwords, OAuth2 secrets or sealed bytes.
 public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Not 1–64 characters of `A-Z a-z 0-9 . _ @ + -`. The rejected text is
     /// not echoed: people type passwords into username fields.
@@ -20,7 +20,15 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A stored SMTP password cannot be decrypted (wrong key file, or the
     /// row was modified or copied from another user). Names the user.
     case corruptSecret(String)
-    /// Sealing an SMTP password failed (OpenSSL); the string says which call.
+    /// A stored OAuth2 client secret or refresh token cannot be decrypted
+    /// (as `corruptSecret`; also when the row's token URL or client id
+    /// changed since sealing). Names the user.
+    case corruptOAuth2Secret(String)
+    /// A refresh token was not stored: the user's integration no longer
+    /// uses the OAuth2 client and mailbox it was issued to (changed
+    /// meanwhile). Names the user.
+    case integrationChanged(String)
+    /// Sealing a secret (SMTP password, OAuth2 secret) failed (OpenSSL); the string says which call.
     case crypto(String)
     /// A database failure: the operation and the database's message.
     case database(String)
@@ -39,6 +47,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidRecipientPattern(let reason): return "invalid recipient pattern \(reason)"
         case .corruptSecret(let name):
             return "cannot decrypt the stored SMTP password of user \(name) (wrong secret key file, or the row was altered)"
+        case .corruptOAuth2Secret(let name):
+            return "cannot decrypt the stored OAuth2 client secret or refresh token of user \(name) (wrong secret key file, or the row was altered)"
+        case .integrationChanged(let name):
+            return "the SMTP integration of user \(name) changed meanwhile (another OAuth2 client, token URL or mailbox); the refresh token was not stored"
         case .crypto(let message): return "encryption failed: \(message)"
         case .database(let message): return "database error: \(message)"
         }

@@ -6,6 +6,12 @@ import SMTP
 import Store
 
 extension SMTPIntegration.Security: ExpressibleByArgument {}
+extension OAuth2Credentials.Provider: ExpressibleByArgument {}
+
+/// How `integration set` logs in; `--auth`.
+enum AuthenticationKind: String, ExpressibleByArgument, CaseIterable {
+    case password, oauth2, none
+}
 
 struct IntegrationCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,54 +20,206 @@ struct IntegrationCommand: ParsableCommand {
 
     struct Set: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Set USER's SMTP server. With --username, the SMTP password is read from a prompt or stdin.",
-            discussion: "The password is stored encrypted (AES-256-GCM, key in secret.key). A running server uses the new settings on its next request.")
+            abstract: "Set USER's SMTP server and how Mailgate logs in to it.",
+            discussion: """
+                --auth password (the default with --username): AUTH PLAIN/LOGIN; the SMTP password is read from a \
+                prompt, or the first line of stdin.
+                --auth none (the default without --username): no AUTH.
+                --auth oauth2: AUTH XOAUTH2 (or OAUTHBEARER) as the mailbox --username, with access tokens from \
+                the OAuth2 client --client-id. Its client secret is read like a password (prompt, or the first \
+                line of stdin); --no-client-secret for a public client. --provider presets the rest:
+
+                \(Set.presetTable)
+
+                Options given override the presets. Then run `mailgate integration authorize USER` to store a \
+                refresh token. Setting the same client id, token URL and mailbox again (e.g. to change the host \
+                or the scope) keeps the stored refresh token; another client or mailbox drops it.
+
+                Secrets are stored encrypted (AES-256-GCM, key in secret.key). A running server uses the new \
+                settings on its next request.
+                """)
         @OptionGroup var data: DataDirectoryOptions
-        @Argument var user: String
-        @Option(help: "SMTP server host name.") var host: String
+        @Argument(help: "The Mailgate user.") var user: String
+        @Option(help: "How to log in: password, oauth2 or none (default: password with --username, else none).")
+        var auth: AuthenticationKind?
+        @Option(help: "SMTP server host name (oauth2 google/microsoft: preset).") var host: String?
         @Option(help: "Port (default: 587 for starttls, 465 for tls, 25 for none).") var port: Int?
-        @Option(help: "starttls (required, never opportunistic), tls (implicit) or none.") var security: SMTPIntegration.Security = .starttls
-        @Option(help: "SMTP login; omit for a server without AUTH.") var username: String?
-        @Option(help: "Envelope sender and From address.") var from: String
+        @Option(help: "starttls (required, never opportunistic), tls (implicit) or none (default: starttls).")
+        var security: SMTPIntegration.Security?
+        @Option(help: "SMTP login; for oauth2 the mailbox address. Omit for a server without AUTH.") var username: String?
+        @Option(help: "Envelope sender and From address (oauth2: default the mailbox).") var from: String?
         @Option(name: .customLong("from-name"), help: "Display name for From.") var fromName: String?
+        @Option(help: "oauth2: google, microsoft or custom (presets: see above).") var provider: OAuth2Credentials.Provider?
+        @Option(name: .customLong("client-id"), help: "oauth2: the client (application) id registered with the provider.")
+        var clientID: String?
+        @Option(name: .customLong("token-url"), help: "oauth2: the token endpoint, https (required for custom).")
+        var tokenURL: String?
+        @Option(name: .customLong("authorization-url"),
+                help: "oauth2: where `integration authorize` sends the browser, https (custom: needed before authorizing).")
+        var authorizationURL: String?
+        @Option(help: "oauth2: the scopes to request, separated by spaces (default: the provider's; custom: none).")
+        var scope: String?
+        @Option(help: "oauth2, microsoft: the tenant, a GUID or domain, or common, organizations or consumers (default: common).")
+        var tenant: String?
+        @Flag(name: .customLong("no-client-secret"), help: "oauth2: a public client, without a client secret (none is read).")
+        var noClientSecret = false
+
+        /// The presets, as `--help` shows them (from `OAuth2Preset`, the one
+        /// table), in lines that fit 80 columns.
+        static var presetTable: String {
+            OAuth2Credentials.Provider.allCases.map { provider in
+                guard let preset = OAuth2Preset.of(provider, tenant: "TENANT") else {
+                    return "  \(provider.rawValue): no presets; give --host and --token-url (and --authorization-url)"
+                }
+                let tenant = provider == .microsoft ? " (TENANT: --tenant, default \(OAuth2Preset.defaultMicrosoftTenant))" : ""
+                return """
+                      \(provider.rawValue)\(tenant)
+                        SMTP      \(preset.host):\(preset.port) \(preset.security.rawValue)
+                        scope     \(preset.scope)
+                        token     \(preset.tokenURL)
+                        authorize \(preset.authorizationURL)
+                    """
+            }.joined(separator: "\n")
+        }
+
+        /// --auth as given, or what the other options imply (as before --auth existed).
+        var kind: AuthenticationKind { auth ?? (username == nil ? .none : .password) }
+
+        func validate() throws {
+            let oauth2Options = [("--provider", provider != nil), ("--client-id", clientID != nil),
+                                 ("--token-url", tokenURL != nil), ("--authorization-url", authorizationURL != nil),
+                                 ("--scope", scope != nil), ("--tenant", tenant != nil),
+                                 ("--no-client-secret", noClientSecret)]
+            switch kind {
+            case .password, .none:
+                if let (name, _) = oauth2Options.first(where: \.1) {
+                    throw ValidationError("\(name) applies only to --auth oauth2")
+                }
+                guard host != nil else { throw ValidationError("missing --host") }
+                guard from != nil else { throw ValidationError("missing --from") }
+                if kind == .password, username == nil { throw ValidationError("--auth password needs --username") }
+                if kind == .none, username != nil { throw ValidationError("--auth none takes no --username") }
+            case .oauth2:
+                guard let provider else { throw ValidationError("--auth oauth2 needs --provider google, microsoft or custom") }
+                guard clientID != nil else { throw ValidationError("--auth oauth2 needs --client-id (the client id registered with the provider)") }
+                guard username != nil else { throw ValidationError("--auth oauth2 needs --username (the mailbox address to log in as)") }
+                if let tenant {
+                    guard provider == .microsoft else { throw ValidationError("--tenant applies only to --provider microsoft") }
+                    guard OAuth2Credentials.isValidTenant(tenant) else {
+                        throw ValidationError("--tenant must be a GUID, a domain name, or common, organizations or consumers (letters, digits, '.' and '-')")
+                    }
+                }
+                if provider == .custom {
+                    guard tokenURL != nil else { throw ValidationError("--provider custom needs --token-url (the provider's token endpoint)") }
+                    guard host != nil else { throw ValidationError("--provider custom needs --host (the SMTP server)") }
+                }
+            }
+        }
 
         func run() throws {
             let store = try data.openStore()
-            var integration = SMTPIntegration(
-                host: host, port: port ?? security.defaultPort, security: security, username: username,
-                fromAddress: from, fromName: fromName, updatedAt: Date())
+            var integration = try settings()
             // What `serve` checks before each send, checked before storing
-            // (the mapped configuration itself is not kept).
+            // (the mapped configuration itself is not kept), and before any
+            // secret is asked for.
             do {
                 _ = try SMTPSubmission(integration, heloName: "localhost")
             } catch {
                 throw ValidationError(error.description)
             }
-            integration.password = username == nil ? nil : try SecretInput.read(prompt: "SMTP password for \(username ?? ""): ", confirm: false)
+            switch integration.authentication {
+            case .none:
+                break
+            case .password(let username, _):
+                let password = try SecretInput.read(prompt: "SMTP password for \(username): ", confirm: false)
+                integration.authentication = .password(username: username, password: password)
+            case .oauth2(let mailbox, var credentials):
+                if !noClientSecret {
+                    credentials.clientSecret = try SecretInput.read(
+                        prompt: "OAuth2 client secret for \(credentials.clientID): ", confirm: false, what: "client secret")
+                }
+                integration.authentication = .oauth2(username: mailbox, credentials)
+            }
             try store.setIntegration(integration, for: user)
-            print("SMTP integration for \(user): \(security.rawValue)://\(host):\(integration.port)")
+            print("SMTP integration for \(user): \(integration.security.rawValue)://\(integration.host):\(integration.port)")
+            guard case .oauth2(let mailbox, let credentials) = integration.authentication else { return }
+            // The store kept the refresh token if it still belongs to this client and mailbox.
+            let stored = try store.integration(for: user)?.oauth2
+            print("OAuth2 (\(credentials.provider.rawValue)) login as \(mailbox)")
+            if stored?.refreshToken != nil {
+                print("refresh token: kept (same client and mailbox)")
+            } else {
+                print("refresh token: not stored yet; run: mailgate integration authorize \(user)")
+            }
+        }
+
+        /// The integration the options describe, without its secrets.
+        func settings() throws -> SMTPIntegration {
+            switch kind {
+            case .password, .none:
+                let security = security ?? .starttls
+                return SMTPIntegration(
+                    host: host ?? "", port: port ?? security.defaultPort, security: security, username: username,
+                    password: nil, fromAddress: from ?? "", fromName: fromName, updatedAt: Date())
+            case .oauth2:
+                guard let provider, let clientID, let mailbox = username else {
+                    throw ValidationError("--auth oauth2 needs --provider, --client-id and --username")
+                }
+                let tenant = provider == .microsoft ? (tenant ?? OAuth2Preset.defaultMicrosoftTenant) : nil
+                let preset = OAuth2Preset.of(provider, tenant: tenant ?? OAuth2Preset.defaultMicrosoftTenant)
+                let security = security ?? preset?.security ?? .starttls
+                let presetPort = preset.flatMap { $0.security == security ? $0.port : nil }
+                let credentials = OAuth2Credentials(
+                    provider: provider, tokenURL: tokenURL ?? preset?.tokenURL ?? "",
+                    authorizationURL: authorizationURL ?? preset?.authorizationURL, clientID: clientID,
+                    clientSecret: nil, refreshToken: nil, scope: scope ?? preset?.scope ?? "", tenant: tenant)
+                return SMTPIntegration(
+                    host: host ?? preset?.host ?? "", port: port ?? presetPort ?? security.defaultPort, security: security,
+                    authentication: .oauth2(username: mailbox, credentials), fromAddress: from ?? mailbox,
+                    fromName: fromName, updatedAt: Date())
+            }
         }
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show USER's SMTP settings (password redacted).")
+        static let configuration = CommandConfiguration(
+            abstract: "Show USER's SMTP settings: whether secrets are stored, never their values.")
         @OptionGroup var data: DataDirectoryOptions
-        @Argument var user: String
+        @Argument(help: "The Mailgate user.") var user: String
 
         func run() throws {
             guard let integration = try data.openStore().integration(for: user) else {
                 throw ValidationError("\(user) has no SMTP integration")
             }
-            print("""
-                host:      \(integration.host)
-                port:      \(integration.port)
-                security:  \(integration.security.rawValue)
-                username:  \(integration.username ?? "(none: no AUTH)")
-                password:  \(integration.password == nil ? "(none)" : "******** (stored encrypted)")
-                from:      \(integration.fromAddress)
-                from name: \(integration.fromName ?? "(none)")
-                updated:   \(integration.updatedAt)
-                """)
+            var lines: [(String, String)] = [
+                ("host", integration.host), ("port", String(integration.port)), ("security", integration.security.rawValue),
+            ]
+            switch integration.authentication {
+            case .none:
+                lines += [("auth", "none"), ("username", "(none: no AUTH)")]
+            case .password(let username, _):
+                lines += [("auth", "password"), ("username", username), ("password", "******** (stored encrypted)")]
+            case .oauth2(let mailbox, let credentials):
+                lines += [
+                    ("auth", "oauth2 (\(credentials.provider.rawValue))"),
+                    ("username", "\(mailbox) (the mailbox)"),
+                    ("client id", credentials.clientID),
+                    ("client secret", credentials.clientSecret == nil ? "none (public client)" : "stored encrypted"),
+                    ("token URL", credentials.tokenURL),
+                    ("authorization URL", credentials.authorizationURL
+                        ?? "(none: set one with `integration set ... --authorization-url URL`)"),
+                    ("scope", credentials.scope.isEmpty ? "(none)" : credentials.scope),
+                ]
+                if let tenant = credentials.tenant { lines.append(("tenant", tenant)) }
+                lines.append(("refresh token", credentials.refreshToken == nil
+                    ? "not stored (run: mailgate integration authorize \(user))" : "stored encrypted"))
+            }
+            lines += [("from", integration.fromAddress), ("from name", integration.fromName ?? "(none)"),
+                      ("updated", "\(integration.updatedAt)")]
+            let width = lines.map { $0.0.count }.max() ?? 0
+            for (label, value) in lines {
+                print((label + ":").padding(toLength: width + 2, withPad: " ", startingAt: 0) + value)
+            }
         }
     }
 

@@ -38,7 +38,7 @@ struct DataDirectoryOptions: ParsableArguments {
     var databasePath: String { path + "/mailgate.sqlite" }
     /// HMAC key for tokens.
     var tokenKeyPath: String { path + "/token.key" }
-    /// AES-256-GCM key for SMTP passwords at rest.
+    /// AES-256-GCM key for SMTP passwords and OAuth2 secrets at rest.
     var secretKeyPath: String { path + "/secret.key" }
 
     /// `busyTimeout`: how long a write waits for another process's (see
@@ -59,18 +59,19 @@ struct DataDirectoryOptions: ParsableArguments {
 /// Reads a secret without it ever appearing in argv: from a prompt with echo
 /// off on a terminal, else the first line of stdin.
 enum SecretInput {
-    static func read(prompt: String, confirm: Bool) throws -> String {
+    /// `what` names the secret in errors ("password", "client secret").
+    static func read(prompt: String, confirm: Bool, what: String = "password") throws -> String {
         if isatty(0) != 0 {
             let first = try promptHidden(prompt)
             if confirm {
                 let second = try promptHidden("Repeat: ")
                 guard first == second else { throw ValidationError("the two entries differ") }
             }
-            guard !first.isEmpty else { throw ValidationError("empty password") }
+            guard !first.isEmpty else { throw ValidationError("empty \(what)") }
             return first
         }
         guard let line = Swift.readLine(strippingNewline: true), !line.isEmpty else {
-            throw ValidationError("expected the password on the first line of stdin")
+            throw ValidationError("expected the \(what) on the first line of stdin")
         }
         return line.hasSuffix("\r") ? String(line.dropLast()) : line
     }

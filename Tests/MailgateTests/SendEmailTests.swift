@@ -18,7 +18,7 @@ import Store
         #expect(sent.envelope.sender?.description == "alice@example.com")
         #expect(sent.envelope.recipients.map(\.description) == ["bob@example.org"])
         #expect(sent.server.host == "smtp.example.com" && sent.server.security == .starttls)
-        #expect(sent.server.password == "smtp-secret")
+        #expect(sent.server.login == .password(username: "alice@example.com", password: "smtp-secret"))
         let text = String(decoding: sent.message, as: UTF8.self)
         #expect(text.contains("\r\nSubject: Hi\r\n"))
         #expect(text.contains("From: Alice Example <alice@example.com>\r\n"))

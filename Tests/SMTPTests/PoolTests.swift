@@ -180,7 +180,7 @@ struct PoolTests {
         #expect(pool.idleCount == 1)
 
         var changed = config
-        changed.password = "new"
+        changed.login = .password(username: "u", password: "new")
         let replacement = registry.pool(for: "user-1", config: changed)
         #expect(replacement !== pool)
         #expect(replacement.config == changed)

@@ -196,7 +196,7 @@ struct WireTests {
         #expect(c.heloName == "localhost")
         #expect(c.verifyCertificates)
         #expect(c.connectTimeout == .seconds(10) && c.commandTimeout == .seconds(10))
-        #expect(c.username == nil && c.password == nil && c.caFile == nil)
+        #expect(c.login == .none && c.username == nil && c.caFile == nil)
         #expect(SMTPServerConfig(host: "::1", port: 25, security: .none).endpoint == "[::1]:25")
     }
 

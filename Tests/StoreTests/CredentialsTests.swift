@@ -15,8 +15,7 @@ import Testing
         credentials = try #require(try t.store.credentials(for: "alice"))
         #expect(credentials.integration == sampleIntegration())
 
-        var changed = sampleIntegration()
-        changed.password = "rotated-password"
+        let changed = sampleIntegration(password: "rotated-password")
         try cli.setIntegration(changed, for: "alice")
         #expect(try t.store.credentials(for: "alice")?.integration?.password == "rotated-password")
 

@@ -16,14 +16,12 @@ import GRDB
         changed.host = "mail.example.net"
         changed.port = 465
         changed.security = .tls
-        changed.password = nil
-        changed.username = nil
+        changed.authentication = .none
         changed.fromName = nil
         try t.store.setIntegration(changed, for: "alice")
         #expect(try t.store.integration(for: "alice") == changed)
 
-        var unicode = integration
-        unicode.password = "pässwörd 🔑 with spaces"
+        let unicode = sampleIntegration(password: "pässwörd 🔑 with spaces")
         try t.store.setIntegration(unicode, for: "alice")
         #expect(try t.store.integration(for: "alice")?.password == "pässwörd 🔑 with spaces")
 
@@ -74,8 +72,7 @@ import GRDB
         }
         // Without a login nothing secret travels: any host.
         plain.host = "smtp.example.com"
-        plain.username = nil
-        plain.password = nil
+        plain.authentication = .none
         try t.store.setIntegration(plain, for: "alice")
     }
 
@@ -136,8 +133,10 @@ import GRDB
         #expect(throws: StoreError.corruptSecret("alice")) { try wrong.credentials(for: "alice") }
         // The error names the user, never the secret.
         #expect(!StoreError.corruptSecret("alice").description.contains("s3cret"))
-        // Without a password there is nothing to decrypt.
-        try t.store.setIntegration(sampleIntegration(password: nil), for: "alice")
-        #expect(try wrong.credentials(for: "alice")?.integration?.password == nil)
+        // Without a login there is nothing to decrypt.
+        var noLogin = sampleIntegration()
+        noLogin.authentication = .none
+        try t.store.setIntegration(noLogin, for: "alice")
+        #expect(try wrong.credentials(for: "alice")?.integration?.authentication == SMTPIntegration.Authentication.none)
     }
 }

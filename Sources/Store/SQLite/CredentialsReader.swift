@@ -33,7 +33,7 @@ final class CredentialsReader: Sendable {
     }
 
     /// One user's row and their integration's, as read: the SMTP password
-    /// still sealed.
+    /// and OAuth2 secrets still sealed.
     struct StoredCredentials {
         var user: UserRecord
         var integration: SMTPIntegrationRecord?
@@ -80,7 +80,9 @@ final class CredentialsReader: Sendable {
     private static let sql = """
         SELECT u.id, u.username, u.password_hash, u.is_disabled, u.token_version, u.created_at_ms,
                u.allowed_recipients, u.quota_per_minute, u.quota_per_hour, u.quota_per_day, i.user_id, i.host, i.port, i.security, i.username, i.password_sealed,
-               i.from_address, i.from_name, i.updated_at_ms, i.password_seal_version
+               i.from_address, i.from_name, i.updated_at_ms, i.password_seal_version, i.auth, i.oauth2_provider,
+               i.oauth2_token_url, i.oauth2_authorization_url, i.oauth2_client_id, i.oauth2_client_secret_sealed,
+               i.oauth2_refresh_token_sealed, i.oauth2_scope, i.oauth2_tenant
         FROM users u LEFT JOIN smtp_integrations i ON i.user_id = u.id
         WHERE u.username = ?
         """
@@ -103,7 +105,7 @@ final class CredentialsReader: Sendable {
     }
 
     /// The cached or freshly read credentials, nil if there is no such user.
-    /// The sealed SMTP password is opened only on a cache miss, and outside
+    /// The sealed secrets are opened only on a cache miss, and outside
     /// the database closure: no connection is busy while OpenSSL works.
     func credentials(for username: String) throws -> Credentials? {
         let connection = try connections.value()
@@ -128,7 +130,7 @@ final class CredentialsReader: Sendable {
         let statement = try db.cachedStatement(sql: sql)
         let scopes = ScopeAdapter([
             "user": RangeRowAdapter(0..<10),
-            "integration": RangeRowAdapter(10..<20),
+            "integration": RangeRowAdapter(10..<29),
         ])
         guard let row = try Row.fetchOne(statement, arguments: [username], adapter: scopes) else { return nil }
         // An integration scope of NULLs (no row joined) decodes as nil.
@@ -142,13 +144,8 @@ final class CredentialsReader: Sendable {
         guard let integration = stored.integration else {
             return Credentials(user: user, integration: nil, recipientPolicy: policy, sendQuota: stored.user.sendQuota)
         }
-        let password = try integration.sealedPassword.map { sealed throws(StoreError) in
-            // Only the current version is ever used: see PasswordSeal.
-            guard integration.sealVersion == PasswordSeal.currentVersion else { throw StoreError.corruptSecret(user.username) }
-            return try seal.open(sealed, for: integration.sealBinding(owner: user.username))
-        }
-        return Credentials(user: user, integration: integration.integration(password: password), recipientPolicy: policy,
-                           sendQuota: stored.user.sendQuota)
+        return Credentials(user: user, integration: try integration.integration(owner: user.username, seal: seal),
+                           recipientPolicy: policy, sendQuota: stored.user.sendQuota)
     }
 
     /// The named token `id`, cached per thread like the credentials.

@@ -70,7 +70,11 @@ struct RemovedUsernameRecord: TableRecord {
 /// value outside it fails to decode (the schema's CHECK refuses it anyway).
 extension SMTPIntegration.Security: DatabaseValueConvertible {}
 
-/// A row of `smtp_integrations`: the integration with its password sealed.
+/// How the stored OAuth2 provider is read and written.
+extension OAuth2Credentials.Provider: DatabaseValueConvertible {}
+
+/// A row of `smtp_integrations`: the integration with its password and
+/// OAuth2 secrets sealed.
 struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
     static let databaseTableName = "smtp_integrations"
 
@@ -85,6 +89,20 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
         static let fromName = Column("from_name")
         static let updatedAt = Column("updated_at_ms")
         static let sealVersion = Column("password_seal_version")
+        static let auth = Column("auth")
+        static let oauth2Provider = Column("oauth2_provider")
+        static let oauth2TokenURL = Column("oauth2_token_url")
+        static let oauth2AuthorizationURL = Column("oauth2_authorization_url")
+        static let oauth2ClientID = Column("oauth2_client_id")
+        static let oauth2SealedClientSecret = Column(PasswordSeal.OAuth2Secret.clientSecret.rawValue)
+        static let oauth2SealedRefreshToken = Column(PasswordSeal.OAuth2Secret.refreshToken.rawValue)
+        static let oauth2Scope = Column("oauth2_scope")
+        static let oauth2Tenant = Column("oauth2_tenant")
+    }
+
+    /// The stored `auth` text.
+    enum AuthKind: String, DatabaseValueConvertible {
+        case none, password, oauth2
     }
 
     var userID: Int64
@@ -99,18 +117,51 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
     var updatedAtMilliseconds: Int64
     /// Which `PasswordSeal` version sealed the password.
     var sealVersion: Int
+    var auth: AuthKind
+    var oauth2Provider: OAuth2Credentials.Provider?
+    var oauth2TokenURL: String?
+    var oauth2AuthorizationURL: String?
+    var oauth2ClientID: String?
+    var oauth2SealedClientSecret: Data?
+    var oauth2SealedRefreshToken: Data?
+    var oauth2Scope: String?
+    var oauth2Tenant: String?
 
-    init(userID: Int64, integration: SMTPIntegration, sealedPassword: Data?) {
+    /// The row for `owner`'s `integration`, its secrets sealed.
+    init(userID: Int64, owner: String, integration: SMTPIntegration, seal: PasswordSeal) throws(StoreError) {
         self.userID = userID
         host = integration.host
         port = integration.port
         security = integration.security
         username = integration.username
-        self.sealedPassword = sealedPassword
         fromAddress = integration.fromAddress
         fromName = integration.fromName
         updatedAtMilliseconds = StoredDate.milliseconds(integration.updatedAt)
         sealVersion = PasswordSeal.currentVersion
+        let smtpBinding = PasswordSeal.Binding(username: owner, integration: integration)
+        switch integration.authentication {
+        case .none:
+            auth = .none
+        case .password(_, let password):
+            auth = .password
+            sealedPassword = try seal.seal(password, for: smtpBinding)
+        case .oauth2(_, let credentials):
+            auth = .oauth2
+            oauth2Provider = credentials.provider
+            oauth2TokenURL = credentials.tokenURL
+            oauth2AuthorizationURL = credentials.authorizationURL
+            oauth2ClientID = credentials.clientID
+            oauth2Scope = credentials.scope
+            oauth2Tenant = credentials.tenant
+            let binding = PasswordSeal.OAuth2Binding(smtp: smtpBinding, tokenURL: credentials.tokenURL,
+                                                     clientID: credentials.clientID)
+            oauth2SealedClientSecret = try credentials.clientSecret.map { secret throws(StoreError) in
+                try seal.seal(secret, as: .clientSecret, for: binding)
+            }
+            oauth2SealedRefreshToken = try credentials.refreshToken.map { token throws(StoreError) in
+                try seal.seal(token, as: .refreshToken, for: binding)
+            }
+        }
     }
 
     init(row: Row) throws {
@@ -124,6 +175,29 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
         fromName = try row.decode(forColumn: Columns.fromName)
         updatedAtMilliseconds = try row.decode(forColumn: Columns.updatedAt)
         sealVersion = try row.decode(forColumn: Columns.sealVersion)
+        auth = try row.decode(forColumn: Columns.auth)
+        oauth2Provider = try row.decode(forColumn: Columns.oauth2Provider)
+        oauth2TokenURL = try row.decode(forColumn: Columns.oauth2TokenURL)
+        oauth2AuthorizationURL = try row.decode(forColumn: Columns.oauth2AuthorizationURL)
+        oauth2ClientID = try row.decode(forColumn: Columns.oauth2ClientID)
+        oauth2SealedClientSecret = try row.decode(forColumn: Columns.oauth2SealedClientSecret)
+        oauth2SealedRefreshToken = try row.decode(forColumn: Columns.oauth2SealedRefreshToken)
+        oauth2Scope = try row.decode(forColumn: Columns.oauth2Scope)
+        oauth2Tenant = try row.decode(forColumn: Columns.oauth2Tenant)
+    }
+
+    /// Every column and its value, for writing the whole row.
+    var columnValues: [(column: Column, value: (any DatabaseValueConvertible)?)] {
+        [
+            (Columns.userID, userID), (Columns.host, host), (Columns.port, port), (Columns.security, security),
+            (Columns.username, username), (Columns.sealedPassword, sealedPassword), (Columns.fromAddress, fromAddress),
+            (Columns.fromName, fromName), (Columns.updatedAt, updatedAtMilliseconds), (Columns.sealVersion, sealVersion),
+            (Columns.auth, auth), (Columns.oauth2Provider, oauth2Provider), (Columns.oauth2TokenURL, oauth2TokenURL),
+            (Columns.oauth2AuthorizationURL, oauth2AuthorizationURL), (Columns.oauth2ClientID, oauth2ClientID),
+            (Columns.oauth2SealedClientSecret, oauth2SealedClientSecret),
+            (Columns.oauth2SealedRefreshToken, oauth2SealedRefreshToken),
+            (Columns.oauth2Scope, oauth2Scope), (Columns.oauth2Tenant, oauth2Tenant),
+        ]
     }
 
     /// What the row's password is bound to.
@@ -131,11 +205,56 @@ struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
         PasswordSeal.Binding(username: owner, host: host, port: port, security: security, login: username)
     }
 
-    /// The model, with the password already opened (or nil).
-    func integration(password: String?) -> SMTPIntegration {
-        SMTPIntegration(host: host, port: port, security: security, username: username, password: password,
-                        fromAddress: fromAddress, fromName: fromName,
-                        updatedAt: StoredDate.date(updatedAtMilliseconds))
+    /// What the row's OAuth2 secrets are bound to; nil for other rows.
+    func oauth2SealBinding(owner: String) -> PasswordSeal.OAuth2Binding? {
+        guard auth == .oauth2, let oauth2TokenURL, let oauth2ClientID else { return nil }
+        return PasswordSeal.OAuth2Binding(smtp: sealBinding(owner: owner), tokenURL: oauth2TokenURL, clientID: oauth2ClientID)
+    }
+
+    /// Who the row's refresh token was issued to; nil for other rows.
+    var refreshTokenOwner: RefreshTokenOwner? {
+        guard auth == .oauth2, let oauth2TokenURL, let oauth2ClientID, let username else { return nil }
+        return RefreshTokenOwner(tokenURL: oauth2TokenURL, clientID: oauth2ClientID, mailbox: username)
+    }
+
+    /// The model, its secrets opened. Throws `.corruptSecret` /
+    /// `.corruptOAuth2Secret` for secrets that do not open, `.database`
+    /// for an OAuth2 row without its required columns.
+    func integration(owner: String, seal: PasswordSeal) throws(StoreError) -> SMTPIntegration {
+        let authentication: SMTPIntegration.Authentication
+        switch auth {
+        case .none:
+            authentication = .none
+        case .password:
+            // Only a row altered behind the store's back: the password was
+            // sealed for a login, which is gone.
+            guard let username else { throw .corruptSecret(owner) }
+            let password = try sealedPassword.map { sealed throws(StoreError) in
+                // Only the current version is ever used: see PasswordSeal.
+                guard sealVersion == PasswordSeal.currentVersion else { throw StoreError.corruptSecret(owner) }
+                return try seal.open(sealed, for: sealBinding(owner: owner))
+            }
+            // A row from before passwords were required (none stored) logs
+            // in with the empty one, as the client always did with it.
+            authentication = .password(username: username, password: password ?? "")
+        case .oauth2:
+            guard let username, let provider = oauth2Provider, let tokenURL = oauth2TokenURL,
+                  let clientID = oauth2ClientID, let binding = oauth2SealBinding(owner: owner) else {
+                throw .database("smtp_integrations row of \(owner): an OAuth2 login without its mailbox, provider, token URL or client id")
+            }
+            let clientSecret = try oauth2SealedClientSecret.map { sealed throws(StoreError) in
+                try seal.open(sealed, as: .clientSecret, for: binding)
+            }
+            let refreshToken = try oauth2SealedRefreshToken.map { sealed throws(StoreError) in
+                try seal.open(sealed, as: .refreshToken, for: binding)
+            }
+            authentication = .oauth2(username: username, OAuth2Credentials(
+                provider: provider, tokenURL: tokenURL, authorizationURL: oauth2AuthorizationURL, clientID: clientID,
+                clientSecret: clientSecret, refreshToken: refreshToken, scope: oauth2Scope ?? "", tenant: oauth2Tenant))
+        }
+        return SMTPIntegration(host: host, port: port, security: security, authentication: authentication,
+                               fromAddress: fromAddress, fromName: fromName,
+                               updatedAt: StoredDate.date(updatedAtMilliseconds))
     }
 }
 

@@ -165,6 +165,29 @@ enum SQLiteSchema {
                 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys(expires_at_ms);
                 """)
         }
+        migrator.registerMigration("v4 smtp_integrations.oauth2") { db in
+            // `auth` says how the integration logs in; existing rows log in
+            // with their password when they have a username, else not at
+            // all (what the client did with them before). The OAuth2
+            // columns are NULL except for 'oauth2' rows, which need a
+            // provider, token URL and client id (SMTPIntegrationRecord
+            // refuses a row without); the secrets are PasswordSeal's
+            // OAuth2 seal, bound to their column, like the password.
+            try db.execute(sql: """
+                ALTER TABLE smtp_integrations ADD COLUMN auth TEXT NOT NULL DEFAULT 'password'
+                    CHECK (auth IN ('none', 'password', 'oauth2'));
+                UPDATE smtp_integrations SET auth = 'none' WHERE username IS NULL;
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_provider TEXT
+                    CHECK (oauth2_provider IN ('google', 'microsoft', 'custom'));
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_token_url TEXT;
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_authorization_url TEXT;
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_client_id TEXT;
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_client_secret_sealed BLOB;
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_refresh_token_sealed BLOB;
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_scope TEXT;
+                ALTER TABLE smtp_integrations ADD COLUMN oauth2_tenant TEXT;
+                """)
+        }
         return migrator
     }
 }

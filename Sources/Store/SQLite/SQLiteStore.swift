@@ -270,31 +270,71 @@ public final class SQLiteStore: Store {
     public func setIntegration(_ integration: SMTPIntegration, for username: String) throws(StoreError) {
         try User.requireValid(username)
         try integration.validate()
-        let sealed = try integration.password.map { password throws(StoreError) in
-            try seal.seal(password, for: PasswordSeal.Binding(username: username, integration: integration))
-        }
+        // Sealed before the write lock is taken (OpenSSL work); only a kept
+        // refresh token is re-sealed inside it, where it is read.
+        var row = try SMTPIntegrationRecord(userID: 0, owner: username, integration: integration, seal: seal)
+        let keepsRefreshToken = integration.oauth2.map { $0.refreshToken == nil } ?? false
         try perform("set integration for \(username)") { () throws in
             try pool.write { db in
                 guard let userID = try Self.userID(of: username, db) else { throw StoreError.userNotFound(username) }
-                let row = SMTPIntegrationRecord(userID: userID, integration: integration, sealedPassword: sealed)
+                row.userID = userID
+                if keepsRefreshToken, let owner = integration.refreshTokenOwner,
+                   let binding = row.oauth2SealBinding(owner: username),
+                   let kept = try Self.storedRefreshToken(of: userID, owner: username, ifIssuedTo: owner, seal: seal, db) {
+                    row.oauth2SealedRefreshToken = try seal.seal(kept, as: .refreshToken, for: binding)
+                }
+                let columns = row.columnValues
+                let names = columns.map { SQL($0.column) }.joined(separator: ", ")
+                let values = columns.map { SQL("\($0.value)") }.joined(separator: ", ")
+                let updates = columns.dropFirst().map { SQL("\($0.column) = excluded.\($0.column)") }.joined(separator: ", ")
                 try db.execute(literal: """
-                    INSERT INTO \(SMTPIntegrationRecord.self)
-                        (\(IntegrationColumns.userID), \(IntegrationColumns.host), \(IntegrationColumns.port),
-                         \(IntegrationColumns.security), \(IntegrationColumns.username), \(IntegrationColumns.sealedPassword),
-                         \(IntegrationColumns.fromAddress), \(IntegrationColumns.fromName), \(IntegrationColumns.updatedAt),
-                         \(IntegrationColumns.sealVersion))
-                    VALUES (\(row.userID), \(row.host), \(row.port), \(row.security), \(row.username), \(row.sealedPassword),
-                            \(row.fromAddress), \(row.fromName), \(row.updatedAtMilliseconds), \(row.sealVersion))
-                    ON CONFLICT (\(IntegrationColumns.userID)) DO UPDATE SET
-                        \(IntegrationColumns.host) = excluded.\(IntegrationColumns.host),
-                        \(IntegrationColumns.port) = excluded.\(IntegrationColumns.port),
-                        \(IntegrationColumns.security) = excluded.\(IntegrationColumns.security),
-                        \(IntegrationColumns.username) = excluded.\(IntegrationColumns.username),
-                        \(IntegrationColumns.sealedPassword) = excluded.\(IntegrationColumns.sealedPassword),
-                        \(IntegrationColumns.fromAddress) = excluded.\(IntegrationColumns.fromAddress),
-                        \(IntegrationColumns.fromName) = excluded.\(IntegrationColumns.fromName),
-                        \(IntegrationColumns.updatedAt) = excluded.\(IntegrationColumns.updatedAt),
-                        \(IntegrationColumns.sealVersion) = excluded.\(IntegrationColumns.sealVersion)
+                    INSERT INTO \(SMTPIntegrationRecord.self) (\(names)) VALUES (\(values))
+                    ON CONFLICT (\(IntegrationColumns.userID)) DO UPDATE SET \(updates)
+                    """)
+            }
+        }
+    }
+
+    /// The refresh token stored for `userID` (owned by `owner`), opened, if
+    /// it was issued to `grant`'s client and mailbox; nil otherwise, and
+    /// for one that no longer opens (the new row starts without one).
+    private static func storedRefreshToken(of userID: Int64, owner: String, ifIssuedTo grant: RefreshTokenOwner,
+                                           seal: PasswordSeal, _ db: Database) throws -> String? {
+        guard let stored = try SQLRequest<SMTPIntegrationRecord>(literal: """
+                SELECT * FROM \(SMTPIntegrationRecord.self) WHERE \(IntegrationColumns.userID) = \(userID)
+                """).fetchOne(db),
+              let storedOwner = stored.refreshTokenOwner, storedOwner.matches(grant),
+              let sealed = stored.oauth2SealedRefreshToken,
+              let binding = stored.oauth2SealBinding(owner: owner) else { return nil }
+        return try? seal.open(sealed, as: .refreshToken, for: binding)
+    }
+
+    public func storeRefreshToken(_ refreshToken: String, for username: String, issuedTo grant: RefreshTokenOwner,
+                                  origin: RefreshTokenOrigin) throws(StoreError) {
+        try User.requireValid(username)
+        guard !refreshToken.isEmpty, refreshToken.utf8.count <= OAuth2Credentials.maxSecretLength,
+              SMTPIntegration.isClean(refreshToken) else {
+            throw .invalidIntegration("OAuth2 refresh token")
+        }
+        let now = StoredDate.milliseconds(Date())
+        try perform("store the refresh token of \(username)") { () throws in
+            try pool.write { db in
+                guard let userID = try Self.userID(of: username, db) else { throw StoreError.userNotFound(username) }
+                guard let stored = try SQLRequest<SMTPIntegrationRecord>(literal: """
+                    SELECT * FROM \(SMTPIntegrationRecord.self) WHERE \(IntegrationColumns.userID) = \(userID)
+                    """).fetchOne(db) else { throw StoreError.integrationNotFound(username) }
+                guard let storedOwner = stored.refreshTokenOwner, let binding = stored.oauth2SealBinding(owner: username) else {
+                    throw StoreError.invalidIntegration("not an OAuth2 integration")
+                }
+                guard storedOwner.matches(grant) else { throw StoreError.integrationChanged(username) }
+                // A few microseconds of AES-GCM, inside the lock: the seal
+                // must match the row as it is now.
+                let sealed = try seal.seal(refreshToken, as: .refreshToken, for: binding)
+                let updatedAt = origin == .authorization ? now : stored.updatedAtMilliseconds
+                try db.execute(literal: """
+                    UPDATE \(SMTPIntegrationRecord.self)
+                    SET \(IntegrationColumns.oauth2SealedRefreshToken) = \(sealed), \(IntegrationColumns.updatedAt) = \(updatedAt)
+                    WHERE \(IntegrationColumns.userID) = \(userID)
                     """)
             }
         }

@@ -6,8 +6,10 @@ ScriptedServer).
 
 Usage: scripted_smtp_server.py STEPS.json CLIENT.log [CERT KEY]
   prints "PORT <n>" once it listens; STEPS is a list of {"send": text},
-  {"expect": prefix}, {"starttls": true} or {"close": true}; every line the
-  client sends is logged to CLIENT.log.
+  {"expect": prefix}, {"starttls": true}, {"accept": true} (close this
+  connection, as a server does after a failed AUTH, and serve the client's
+  next one: the log gets a "## new connection" line) or {"close": true};
+  every line the client sends is logged to CLIENT.log.
 """
 import json, socket, ssl, sys
 
@@ -17,7 +19,7 @@ cert, key = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else (None, None)
 
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
-srv.listen(1)
+srv.listen(2)
 print("PORT %d" % srv.getsockname()[1], flush=True)
 srv.settimeout(10)
 conn, _ = srv.accept()
@@ -39,6 +41,13 @@ try:
             ctx.load_cert_chain(cert, key)
             conn = ctx.wrap_socket(conn, server_side=True)
             reader = conn.makefile("rb")
+        elif "accept" in step:
+            conn.close()
+            conn, _ = srv.accept()
+            conn.settimeout(10)
+            reader = conn.makefile("rb")
+            log.write("## new connection\n")
+            log.flush()
         elif "close" in step:
             break
     else:

@@ -7,6 +7,8 @@ final class ScriptedServer {
         case send(String)
         case expect(String)
         case starttls
+        /// Closes the connection and serves the client's next one.
+        case accept
         case close
 
         var json: [String: Any] {
@@ -14,6 +16,7 @@ final class ScriptedServer {
             case .send(let s): ["send": s]
             case .expect(let s): ["expect": s]
             case .starttls: ["starttls": true]
+            case .accept: ["accept": true]
             case .close: ["close": true]
             }
         }
