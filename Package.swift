@@ -57,13 +57,13 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
-            "FastCGI", "SMTP", "MIME", "Crypto", "Store", "JSON", "Posix", "CBuildInfo",
+            "FastCGI", "SMTP", "MIME", "Crypto", "Store", "OAuth", "JSON", "Posix", "CBuildInfo",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "mailgate", dependencies: [
-            "Mailgate", "Store", "Crypto", "SMTP", "MIME", "FastCGI", "Base64",
+            "Mailgate", "Store", "Crypto", "SMTP", "MIME", "FastCGI", "Base64", "OAuth",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),

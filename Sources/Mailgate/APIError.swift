@@ -78,6 +78,18 @@ enum ErrorCode: String, Sendable, CaseIterable {
     /// send with this idempotency key never finished): it may or may not
     /// have been delivered. Do not retry blindly.
     case deliveryUnknown = "delivery_unknown"
+    /// 502: the OAuth2 grant is gone (the token endpoint answered
+    /// `invalid_grant`: revoked, expired, password changed) or was never
+    /// stored: run `mailgate integration authorize USER`.
+    case oauthReauthorize = "oauth_reauthorize"
+    /// 502: the token endpoint refused the client or the request
+    /// (`invalid_client`, `unauthorized_client`, ...): a configuration error.
+    case oauthFailed = "oauth_failed"
+    /// 503: the token endpoint is unreachable, failing (5xx) or answered
+    /// something unusable; nothing was sent.
+    case oauthUnavailable = "oauth_unavailable"
+    /// 504: the token endpoint did not answer in time; nothing was sent.
+    case oauthTimeout = "oauth_timeout"
     /// 503: `GET /health` found the store unreadable.
     case unhealthy = "unhealthy"
     /// 500: something failed on our side (details in the log only).

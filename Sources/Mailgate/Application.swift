@@ -24,12 +24,15 @@ public final class Application: Sendable {
     /// What `GET /metrics` shows: `serve` passes the one it bootstrapped
     /// `MetricsSystem` with; by default each application has its own.
     let metrics: ServiceMetrics
+    /// OAuth2 integrations' access tokens (one cache for every worker).
+    let accessTokens: OAuthAccessTokens
     /// `GET /openapi.json`: the document, made once (its `servers` entry
     /// is the base path, when there is one).
     let openAPIResponse: CGIResponse
 
     public init(configuration: AppConfiguration, store: Store, signer: TokenSigner, hasher: PasswordHasher,
                 transport: any MailTransport, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
+                accessTokens: OAuthAccessTokens? = nil,
                 now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.configuration = configuration
         self.store = store
@@ -39,6 +42,8 @@ public final class Application: Sendable {
         self.logger = logger
         self.now = now
         self.metrics = metrics
+        self.accessTokens = accessTokens
+            ?? OAuthAccessTokens(store: store, caFile: configuration.smtpCAFile, logger: logger)
         self.inFlight = InFlightLimit(limitPerUser: configuration.maxInFlightPerUser)
         self.kdfGate = KDFGate(slots: configuration.kdfConcurrency, patience: configuration.kdfWait)
         self.openAPIResponse = CGIResponse(status: 200, headers: [("Content-Type", "application/json")],
@@ -229,6 +234,7 @@ extension Application {
     /// loopback read it.
     func metricsPage(_ context: RequestContext) -> CGIResponse {
         CGIResponse(status: 200, headers: [("Content-Type", ServiceMetrics.contentType)],
-                    body: metrics.exposition(connections: transport.pooledConnections()))
+                    body: metrics.exposition(connections: transport.pooledConnections(),
+                                              tokenRefreshes: accessTokens.refreshCounts()))
     }
 }

@@ -58,10 +58,12 @@ public struct AppConfiguration: Sendable {
 
     public init() {}
 
-    /// A stored integration, checked and mapped for this server's sends.
-    func submission(for integration: SMTPIntegration) throws(StoreError) -> SMTPSubmission {
+    /// `user`'s stored integration, checked and mapped for this server's sends.
+    func submission(for integration: SMTPIntegration, of user: String,
+                    accessTokens: OAuthAccessTokens) throws(StoreError) -> SMTPSubmission {
         try SMTPSubmission(integration, heloName: heloName, caFile: smtpCAFile,
-                           connectTimeout: smtpConnectTimeout, commandTimeout: smtpCommandTimeout)
+                           connectTimeout: smtpConnectTimeout, commandTimeout: smtpCommandTimeout,
+                           accessTokens: accessTokens, user: user)
     }
 }
 
@@ -78,8 +80,13 @@ public struct SMTPSubmission: Sendable {
     /// Throws `.invalidIntegration(field)`: the Store's rules
     /// (`SMTPIntegration.validate`), then a From address that does not
     /// parse as one mailbox.
+    ///
+    /// An OAuth2 integration logs in with tokens from `accessTokens` (for
+    /// `user`, whose integration it is); without it, only the mapping is
+    /// checked and a send would fail at AUTH.
     public init(_ integration: SMTPIntegration, heloName: String, caFile: String? = nil,
-                connectTimeout: Duration = .seconds(10), commandTimeout: Duration = .seconds(10)) throws(StoreError) {
+                connectTimeout: Duration = .seconds(10), commandTimeout: Duration = .seconds(10),
+                accessTokens: OAuthAccessTokens? = nil, user: String = "") throws(StoreError) {
         try integration.validate()
         let from: Mailbox
         do {
@@ -94,9 +101,10 @@ public struct SMTPSubmission: Sendable {
             login = .none
         case .password(let username, let password):
             login = .password(username: username, password: password)
-        case .oauth2(let mailbox, _):
-            // Lead wires the OAuth token source here
-            login = .bearer(username: mailbox, tokens: UnwiredAccessTokenSource.tokens)
+        case .oauth2(let mailbox, let credentials):
+            login = .bearer(username: mailbox,
+                            tokens: try accessTokens?.tokens(user: user, mailbox: mailbox, credentials: credentials)
+                                ?? NoAccessTokens.tokens)
         }
         server = SMTPServerConfig(
             host: integration.host,
@@ -111,14 +119,14 @@ public struct SMTPSubmission: Sendable {
     }
 }
 
-/// Stands in for the OAuth2 access token cache until it is wired: every
-/// OAuth2 send fails at AUTH with a typed error, nothing is sent. One
-/// shared instance, so the SMTP pool key stays the same across requests.
-struct UnwiredAccessTokenSource: SMTPAccessTokenSource {
-    static let tokens = SMTPAccessTokens(UnwiredAccessTokenSource())
+/// The token source of an OAuth2 integration checked where no access
+/// token is ever needed (`integration set` checks the mapping, never
+/// sends): asked anyway, it says so.
+struct NoAccessTokens: SMTPAccessTokenSource {
+    static let tokens = SMTPAccessTokens(NoAccessTokens())
 
     func accessToken(deadline: ContinuousClock.Instant) throws(SMTPAccessTokenError) -> String {
-        throw SMTPAccessTokenError(.misconfigured, "OAuth2 access tokens are not available in this build yet")
+        throw SMTPAccessTokenError(.misconfigured, "this configuration fetches no OAuth2 access tokens")
     }
 
     func refused(_ token: String) {}

@@ -617,7 +617,7 @@ public enum OpenAPIDocument {
             }
           },
           "502": {
-            "description": "The SMTP server refused our stored login (`smtp_auth_failed`), the sender or the message (`smtp_rejected`); TLS, STARTTLS, AUTH or the protocol failed (`smtp_failed`); or the connection was lost after the message was handed over (`delivery_unknown`: it may or may not have been delivered).",
+            "description": "The SMTP server refused our stored login (`smtp_auth_failed`), the sender or the message (`smtp_rejected`); TLS, STARTTLS, AUTH or the protocol failed (`smtp_failed`); or the connection was lost after the message was handed over (`delivery_unknown`: it may or may not have been delivered). OAuth2 integrations: the grant is gone or was never stored (`oauth_reauthorize`: run `mailgate integration authorize USER`), or the token endpoint refused the client (`oauth_failed`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -632,7 +632,9 @@ public enum OpenAPIDocument {
                             "smtp_auth_failed",
                             "smtp_rejected",
                             "smtp_failed",
-                            "delivery_unknown"
+                            "delivery_unknown",
+                            "oauth_reauthorize",
+                            "oauth_failed"
                           ]
                         }
                       }
@@ -654,7 +656,7 @@ public enum OpenAPIDocument {
             }
           },
           "503": {
-            "description": "The SMTP server is unavailable for now: 4xx or 421, its name not found, the connection refused or lost before the message was handed over. Nothing was sent; retry after `Retry-After`.",
+            "description": "The SMTP server is unavailable for now: 4xx or 421, its name not found, the connection refused or lost before the message was handed over (`smtp_unavailable`); or an OAuth2 integration's token endpoint is unreachable or failing (`oauth_unavailable`). Nothing was sent; retry after `Retry-After`.",
             "content": {
               "application/json": {
                 "schema": {
@@ -666,7 +668,8 @@ public enum OpenAPIDocument {
                       "properties": {
                         "code": {
                           "enum": [
-                            "smtp_unavailable"
+                            "smtp_unavailable",
+                            "oauth_unavailable"
                           ]
                         }
                       }
@@ -688,7 +691,7 @@ public enum OpenAPIDocument {
             }
           },
           "504": {
-            "description": "The SMTP server did not answer within `--smtp-timeout`, or its name did not resolve within `--smtp-connect-timeout`.",
+            "description": "The SMTP server did not answer within `--smtp-timeout`, or its name did not resolve within `--smtp-connect-timeout` (`smtp_timeout`); or an OAuth2 integration's token endpoint did not answer in time (`oauth_timeout`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -700,7 +703,8 @@ public enum OpenAPIDocument {
                       "properties": {
                         "code": {
                           "enum": [
-                            "smtp_timeout"
+                            "smtp_timeout",
+                            "oauth_timeout"
                           ]
                         }
                       }
@@ -1242,6 +1246,10 @@ public enum OpenAPIDocument {
           "idempotency_key_in_flight",
           "smtp_auth_failed",
           "delivery_unknown",
+          "oauth_reauthorize",
+          "oauth_failed",
+          "oauth_unavailable",
+          "oauth_timeout",
           "unhealthy",
           "internal_error"
         ]

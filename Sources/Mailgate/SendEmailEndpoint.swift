@@ -62,7 +62,8 @@ extension Application {
         }
         let submission: SMTPSubmission
         do {
-            submission = try configuration.submission(for: integration)
+            submission = try configuration.submission(for: integration, of: credentials.user.username,
+                                                      accessTokens: accessTokens)
         } catch {
             throw internalError("stored SMTP integration is unusable", error)
         }
@@ -114,7 +115,7 @@ extension Application {
                 giveBack(reservation, of: user)
                 counted = reservation.released
             }
-            throw smtpFailure(error).adding(headers: counted.map(Self.rateLimitHeaders) ?? [])
+            throw smtpFailure(error, user: user).adding(headers: counted.map(Self.rateLimitHeaders) ?? [])
         }
         let messageID = mail.messageID
         context.log.outcome = "\(reply.code)"
@@ -301,7 +302,7 @@ extension Application {
     /// refused for good; 413: the message is over the server's SIZE limit),
     /// the operator (502: login refused, TLS, protocol), or time
     /// (503 + Retry-After: transient; 504: too slow).
-    func smtpFailure(_ error: SMTPError) -> APIError {
+    func smtpFailure(_ error: SMTPError, user: String) -> APIError {
         let detail = "SMTP error: \(error.description)"
         let retry: [(name: String, value: String)] = [("Retry-After", String(configuration.smtpRetryAfter))]
         switch error.kind {
@@ -331,14 +332,18 @@ extension Application {
             // Found before anything was sent; only a smaller message helps.
             return APIError(413, .messageTooLarge, detail)
         case .accessToken(let failure):
-            // Provisional mapping until the OAuth2 send path is wired (the
-            // lead gives these their own codes).
+            // Nothing was sent: the login never started.
+            let detail = "OAuth2 error: \(failure.message)"
             switch failure.kind {
-            case .reauthorize: return APIError(502, .smtpAuthFailed, detail)
+            case .reauthorize:
+                return APIError(502, .oauthReauthorize,
+                                detail + "; the mailbox must be authorised again: run `mailgate integration authorize \(user)`")
             case .unavailable(let seconds):
-                return APIError(503, .smtpUnavailable, detail, headers: [("Retry-After", String(max(1, seconds)))])
-            case .timedOut: return APIError(504, .smtpTimeout, detail)
-            case .misconfigured: return APIError(502, .smtpFailed, detail)
+                return APIError(503, .oauthUnavailable, detail, headers: [("Retry-After", String(max(1, seconds)))])
+            case .timedOut:
+                return APIError(504, .oauthTimeout, detail)
+            case .misconfigured:
+                return APIError(502, .oauthFailed, detail)
             }
         case .accessTokenRefused:
             return APIError(502, .smtpAuthFailed, detail)

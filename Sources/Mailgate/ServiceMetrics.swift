@@ -1,4 +1,5 @@
 import CoreMetrics
+import OAuth
 import Posix
 import Prometheus
 import SMTP
@@ -27,6 +28,7 @@ public final class ServiceMetrics: Sendable {
         static let connectionsIdle = "mailgate_smtp_connections_idle"
         static let quotaRefusals = "mailgate_quota_refusals_total"
         static let idempotentReplays = "mailgate_idempotent_replays_total"
+        static let tokenRefreshes = "mailgate_oauth_token_refreshes_total"
     }
 
     /// The route label of a request that matched no route (404, or outside
@@ -49,6 +51,11 @@ public final class ServiceMetrics: Sendable {
     let idempotentReplays: CoreMetrics.Counter
     private let connectionsOpen: CoreMetrics.Gauge
     private let connectionsIdle: CoreMetrics.Gauge
+    /// OAuth2 refreshes by outcome, and the access token cache's counts
+    /// they were last brought up to (the cache counts; a scrape adds what
+    /// is new since the previous one).
+    private let tokenRefreshes: [(outcome: String, counter: CoreMetrics.Counter, count: @Sendable (RefreshCounts) -> Int)]
+    private let tokenRefreshesSeen = PThreadMutex(RefreshCounts())
 
     /// The route label of each route table index, then `otherRoute`.
     private let routeLabels: [String]
@@ -72,6 +79,14 @@ public final class ServiceMetrics: Sendable {
         connectionsOpen = CoreMetrics.Gauge(label: Name.connectionsOpen, factory: factory)
         connectionsIdle = CoreMetrics.Gauge(label: Name.connectionsIdle, factory: factory)
         routeLabels = Application.routes.map(\.path) + [Self.otherRoute]
+        let outcomes: [(String, @Sendable (RefreshCounts) -> Int)] = [
+            ("succeeded", { $0.succeeded }), ("reauthorize", { $0.reauthorize }), ("rejected", { $0.rejected }),
+            ("unavailable", { $0.unavailable }), ("timed_out", { $0.timedOut }), ("bad_response", { $0.badResponse }),
+            ("other", { $0.other }),
+        ]
+        tokenRefreshes = outcomes.map { outcome, count in
+            (outcome, CoreMetrics.Counter(label: Name.tokenRefreshes, dimensions: [("outcome", outcome)], factory: factory), count)
+        }
         // "sent" is there from the start: a scrape before the first send
         // already shows the series at 0.
         var made = Made()
@@ -126,10 +141,17 @@ public final class ServiceMetrics: Sendable {
 
     /// The exposition: the connection gauges set from `connections` (left
     /// at 0 when the transport keeps none), then every metric of the registry.
-    func exposition(connections: SMTPConnectionCounts?) -> [UInt8] {
+    func exposition(connections: SMTPConnectionCounts?, tokenRefreshes counts: RefreshCounts = RefreshCounts()) -> [UInt8] {
         if let connections {
             connectionsOpen.record(connections.open)
             connectionsIdle.record(connections.idle)
+        }
+        tokenRefreshesSeen.withLock { seen in
+            for refresh in tokenRefreshes {
+                let new = refresh.count(counts) - refresh.count(seen)
+                if new > 0 { refresh.counter.increment(by: new) }
+            }
+            seen = counts
         }
         var buffer: [UInt8] = []
         buffer.reserveCapacity(4096)

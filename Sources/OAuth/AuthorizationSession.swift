@@ -37,19 +37,10 @@ public final class AuthorizationSession: Sendable, CustomStringConvertible, Cust
     static let maximumConnections = 16
     static let connectionTimeout: Duration = .seconds(10)
 
-    /// For a provider with an authorisation URL (its preset parameters included).
-    public convenience init(provider: OAuthProvider, clientID: String) throws(OAuthError) {
-        guard let url = provider.authorizationURL else {
-            throw .invalidConfiguration("this provider has no authorisation URL: give one, or store a refresh token obtained elsewhere")
-        }
-        try self.init(authorizationEndpoint: url, clientID: clientID, scope: provider.scope,
-                      extraParameters: provider.authorizationParameters)
-    }
-
     public init(authorizationEndpoint: EndpointURL, clientID: String, scope: String,
-                extraParameters: [OAuthProvider.Parameter] = []) throws(OAuthError) {
+                extraParameters: [QueryParameter] = []) throws(OAuthError) {
         guard !clientID.isEmpty else { throw .invalidConfiguration("the client id is empty") }
-        try OAuthProvider.validateScope(scope)
+        try OAuthScope.validate(scope)
         let verifier: String, challenge: String, state: String
         do {
             verifier = Base64.url.encode(try Crypto.randomBytes(32))
@@ -60,13 +51,13 @@ public final class AuthorizationSession: Sendable, CustomStringConvertible, Cust
         }
         let (listener, port) = try Self.listen()
         let redirectURI = "http://127.0.0.1:\(port)/"
-        var parameters = [OAuthProvider.Parameter("response_type", "code"),
-                          OAuthProvider.Parameter("client_id", clientID),
-                          OAuthProvider.Parameter("redirect_uri", redirectURI),
-                          OAuthProvider.Parameter("scope", scope),
-                          OAuthProvider.Parameter("state", state),
-                          OAuthProvider.Parameter("code_challenge", challenge),
-                          OAuthProvider.Parameter("code_challenge_method", "S256")]
+        var parameters = [QueryParameter("response_type", "code"),
+                          QueryParameter("client_id", clientID),
+                          QueryParameter("redirect_uri", redirectURI),
+                          QueryParameter("scope", scope),
+                          QueryParameter("state", state),
+                          QueryParameter("code_challenge", challenge),
+                          QueryParameter("code_challenge_method", "S256")]
         parameters += extraParameters
         let query = String(decoding: FormEncoding.encode(parameters.map { ($0.name, $0.value) }), as: UTF8.self)
         self.authorizationURL = authorizationEndpoint.text + (authorizationEndpoint.hasQuery ? "&" : "?") + query

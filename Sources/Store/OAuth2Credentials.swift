@@ -89,15 +89,19 @@ public struct OAuth2Credentials: Sendable, Equatable {
     }
 
     /// A Microsoft tenant as it goes into the token URL's path: a GUID, a
-    /// domain name, or one of the well-known names; so letters, digits,
-    /// "." and "-", 1-253 bytes, not starting with "." (so never "." or
-    /// "..", which would change the path).
+    /// domain name, or one of the well-known names (common, organizations,
+    /// consumers): dot-separated labels of letters, digits and "-", none
+    /// empty or starting or ending with "-", 1-253 bytes. So never "." or
+    /// "..", a "/" or a "%", which would change the path.
     public static func isValidTenant(_ tenant: String) -> Bool {
         let bytes = Array(tenant.utf8)
-        guard (1...253).contains(bytes.count), bytes[0] != UInt8(ascii: ".") else { return false }
-        return bytes.allSatisfy { byte in
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
+        guard (1...253).contains(bytes.count) else { return false }
+        return bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false).allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && label.first != UInt8(ascii: "-") && label.last != UInt8(ascii: "-")
+                && label.allSatisfy { byte in
+                    (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                        || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-")
+                }
         }
     }
 

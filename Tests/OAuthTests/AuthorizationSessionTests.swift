@@ -38,7 +38,7 @@ struct AuthorizationSessionTests {
     func session(_ fixture: ProviderFixture) throws -> AuthorizationSession {
         try AuthorizationSession(authorizationEndpoint: try EndpointURL(fixture.provider.authorizationURL),
                                  clientID: fixture.provider.clientID, scope: "https://mail.google.com/",
-                                 extraParameters: OAuthProvider.google.authorizationParameters)
+                                 extraParameters: QueryParameter.googleOffline)
     }
 
     @Test func theAuthorizationURLCarriesPKCEAndTheLoopbackRedirect() throws {

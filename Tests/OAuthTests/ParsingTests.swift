@@ -77,26 +77,11 @@ struct ParsingTests {
         #expect(!(oauthError { try EndpointURL("https://user:hunter2@example.com/") }.map(String.init(describing:)) ?? "").contains("hunter2"))
     }
 
-    @Test func presets() throws {
-        #expect(OAuthProvider.google.tokenURL.text == "https://oauth2.googleapis.com/token")
-        #expect(OAuthProvider.google.scope == "https://mail.google.com/")
-        #expect(OAuthProvider.google.smtpHost == "smtp.gmail.com" && OAuthProvider.google.smtpPort == 587)
-        #expect(OAuthProvider.google.authorizationParameters.map(\.name) == ["access_type", "prompt"])
-        let microsoft = try OAuthProvider.microsoft()
-        #expect(microsoft.tokenURL.text == "https://login.microsoftonline.com/common/oauth2/v2.0/token")
-        #expect(microsoft.authorizationURL?.text == "https://login.microsoftonline.com/common/oauth2/v2.0/authorize")
-        #expect(microsoft.scope == "https://outlook.office.com/SMTP.Send offline_access")
-        #expect(microsoft.smtpHost == "smtp.office365.com" && microsoft.smtpSecurity == "starttls")
-        let tenant = try OAuthProvider.microsoft(tenant: "7f1c2d3e-aaaa-bbbb-cccc-0123456789ab")
-        #expect(tenant.tokenURL.text.contains("/7f1c2d3e-aaaa-bbbb-cccc-0123456789ab/"))
-        #expect(try OAuthProvider.microsoft(tenant: "contoso.onmicrosoft.com").tokenURL.host == "login.microsoftonline.com")
-        for bad in ["", "a/b", "..", "a..b", "-a", "a-", "evil.com/x?", "tenant%2F", "a b", "ü"] {
-            #expect(oauthError { try OAuthProvider.microsoft(tenant: bad) } != nil, "tenant \(bad)")
+    @Test func scopesAreRFC6749Tokens() throws {
+        try OAuthScope.validate("https://outlook.office.com/SMTP.Send offline_access")
+        for bad in ["", "a  b", " a", "a ", "a\"b", "a\\b", "ü", "a\tb"] {
+            #expect(oauthError { try OAuthScope.validate(bad) } != nil, "scope \(bad)")
         }
-        let custom = try OAuthProvider.custom(authorizationURL: nil, tokenURL: "https://id.example/token", scope: "smtp offline")
-        #expect(custom.authorizationURL == nil && custom.smtpHost == nil)
-        #expect(oauthError { try OAuthProvider.custom(authorizationURL: nil, tokenURL: "https://id.example/token", scope: "a  b") } != nil)
-        #expect(oauthError { try OAuthProvider.custom(authorizationURL: nil, tokenURL: "http://id.example/token", scope: "a") } != nil)
     }
 
     @Test func secretsAreRedactedEverywhere() throws {

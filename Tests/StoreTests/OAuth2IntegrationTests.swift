@@ -347,6 +347,9 @@ func sampleOAuth2Integration(clientSecret: String? = sampleClientSecret,
             integration.authentication = .oauth2(username: "mailer@example.org", credentials)
             try integration.validate()
         }
+        for tenant in ["", "a/b", "..", "a..b", "-a", "a-", "evil.com/x?", "tenant%2F", "a b", "ü", ".a"] {
+            #expect(!OAuth2Credentials.isValidTenant(tenant), "tenant \(tenant)")
+        }
     }
 
     @Test func descriptionsRedactOAuth2Secrets() throws {
