@@ -81,7 +81,7 @@ esac
 serve_pid=$!; pids+=("$serve_pid")
 for _ in $(seq 600); do [ -S "$socket" ] && break; sleep 0.1; done
 [ -S "$socket" ] || { cat "$tmp/serve.log" >&2; exit 1; }
-python3 "$drive" "$socket" "$warmup" "$concurrency" "$token" >/dev/null
+python3 "$drive" "$socket" "$warmup" "$concurrency" "$token" >/dev/null || { echo "warm-up failed:" >&2; tail -n 3 "$tmp/serve.log" >&2; exit 1; }
 
 case $mode in
     callgrind)
@@ -115,3 +115,6 @@ esac
 # is one handshake.
 sessions=$(tail -c 512 "$tmp/sink.count" | tr '\r' '\n' | grep -o 'sess=[0-9]*' | tail -n 1 || true)
 echo "smtp-sink: ${sessions:-sess=0} SMTP sessions for $((warmup + sends)) sends"
+if [ "${PROFILE_TLS:-0}" = 1 ]; then
+    echo "stunnel: $(grep -c 'accepted connection' "$tmp/stunnel.log" || true) TLS connections (handshakes) for $((warmup + sends)) sends"
+fi
