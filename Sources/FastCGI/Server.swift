@@ -290,7 +290,9 @@ private final class Worker {
 
     private func readRequest(_ request: UnsafeMutablePointer<FCGX_Request>) -> CGIRequest {
         // FCGX_GetParam strings die at the next accept: copy every one now.
-        var params: [String: String] = [:]
+        // nginx sends about 25 parameters: room for them up front saves
+        // the table's regrowth (3% of a send's instructions).
+        var params: [String: String] = Dictionary(minimumCapacity: 40)
         if var entry = request.pointee.envp {
             while let pointer = entry.pointee {
                 Self.addParam(pointer, to: &params)

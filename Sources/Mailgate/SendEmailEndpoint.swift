@@ -240,8 +240,12 @@ extension Application {
         // Trailing blanks trimmed as bytes (Foundation's trimming converts
         // to UTF-16: 5% of a send's CPU in make bench).
         let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        let tokenBytes = parts[1].drop(while: blank).reversed().drop(while: blank).reversed()
-        let token = String(decoding: tokenBytes, as: UTF8.self)
+        // Index arithmetic, not reversed().drop().reversed(): String(decoding:)
+        // of that lazy view copied byte by byte (4% of a send's instructions).
+        let value = parts[1]
+        guard let first = value.firstIndex(where: { !blank($0) }),
+              let last = value.lastIndex(where: { !blank($0) }) else { throw .notAuthenticated }
+        let token = String(decoding: value[first...last], as: UTF8.self)
         guard !token.isEmpty else { throw .notAuthenticated }
 
         let claims: TokenClaims

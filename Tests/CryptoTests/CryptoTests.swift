@@ -25,6 +25,18 @@ import Testing
         #expect(hex(try Crypto.hmacSHA256(key: c.key, message: c.data)) == c.mac, "RFC 4231 case \(c.name)")
     }
 
+    /// The prepared key (each MAC on a copy of the keyed context) gives the
+    /// same MACs, and the same one again on reuse: the copy leaves the
+    /// keyed state untouched.
+    @Test(arguments: 0..<cases.count)
+    func preparedKeyRFC4231(_ index: Int) throws {
+        let c = Self.cases[index]
+        let key = try HMACSHA256Key(c.key)
+        #expect(hex(try key.mac(c.data)) == c.mac, "RFC 4231 case \(c.name)")
+        #expect(hex(try key.mac(c.data)) == c.mac, "RFC 4231 case \(c.name), second use")
+        #expect(hex(try key.mac([])) == hex(try Crypto.hmacSHA256(key: c.key, message: [])))
+    }
+
     @Test func emptyKeyAndMessage() throws {
         // Python: hmac.new(b"", b"", sha256).hexdigest()
         #expect(hex(try Crypto.hmacSHA256(key: [], message: []))

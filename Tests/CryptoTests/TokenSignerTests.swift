@@ -92,6 +92,17 @@ func verifyError(_ token: String, now: Int64 = now, leeway: Int64 = 30) throws -
         #expect(try verifyError(token) == .badSignature)
     }
 
+    /// A header other than the one we write (members in another order, an
+    /// extra member) is parsed and accepted when it says HS256: only our
+    /// own header's bytes skip the parse.
+    @Test func otherValidHeaderIsParsedAndAccepted() throws {
+        let payload = #"{"sub":"bob","iat":\#(now),"exp":\#(now + 60)}"#
+        for header in [#"{"typ":"JWT","alg":"HS256"}"#, #"{"alg":"HS256"}"#, #"{"alg":"HS256","kid":"1"}"#] {
+            let claims = try signer().verify(try forge(header: header, payload: payload, key: testKey), now: now)
+            #expect(claims.subject == "bob", "header \(header)")
+        }
+    }
+
     @Test func emptySignature() throws {
         let token = try signer().sign(TokenClaims(subject: "bob", issuedAt: now, expiresAt: now + 60))
         let parts = token.split(separator: ".")
