@@ -81,7 +81,7 @@ public final class OAuthAccessTokens: Sendable {
     }
 
     /// Refreshes sent so far, and how those that failed failed (for `GET /metrics`).
-    func refreshCounts() -> RefreshCounts { cache.refreshCounts() }
+    public func refreshCounts() -> RefreshCounts { cache.refreshCounts() }
 }
 
 /// One integration's access tokens, as the SMTP client sees them.

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Mailgate
 import MIME
+import OAuth
 import SMTP
 import Store
 
@@ -16,7 +18,7 @@ enum AuthenticationKind: String, ExpressibleByArgument, CaseIterable {
 struct IntegrationCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "integration", abstract: "Manage each user's SMTP server settings.",
-        subcommands: [Set.self, Show.self, Test.self])
+        subcommands: [Set.self, Show.self, Authorize.self, Test.self])
 
     struct Set: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -223,6 +225,77 @@ struct IntegrationCommand: ParsableCommand {
         }
     }
 
+    struct Authorize: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Store a refresh token for USER's OAuth2 integration: approve in a browser, or give one on stdin.",
+            discussion: """
+                Runs the OAuth2 authorisation-code flow with PKCE (RFC 7636) and a loopback redirect (RFC 8252): \
+                listens on http://127.0.0.1:PORT/ (a free port), prints the provider's authorisation URL and waits \
+                (--timeout) for the browser to come back there after you approve. The code is exchanged at the \
+                token endpoint and the refresh token stored encrypted; a wrong `state` or a refusal stores nothing. \
+                Open the URL in a browser on this machine, or forward the port (ssh -L PORT:127.0.0.1:PORT) first.
+
+                --refresh-token-stdin stores a refresh token obtained elsewhere (first line of stdin) instead.
+                """)
+        @OptionGroup var data: DataDirectoryOptions
+        @Argument(help: "The Mailgate user, whose integration was set with --auth oauth2.") var user: String
+        @Option(name: .customLong("authorization-url"),
+                help: "The provider's authorisation endpoint (default: the stored one; custom providers may need it).")
+        var authorizationURL: String?
+        @Option(name: .customLong("ca-file"), help: "Extra CA certificates (PEM) to trust for the token endpoint.")
+        var caFile: String?
+        @Option(help: "How long to wait for the browser.") var timeout: DurationArgument = DurationArgument(seconds: 300)
+        @Flag(name: .customLong("refresh-token-stdin"), help: "Read a refresh token from the first line of stdin instead.")
+        var refreshTokenStdin = false
+
+        func run() throws {
+            let store = try data.openStore()
+            guard let integration = try store.integration(for: user) else {
+                throw ValidationError("\(user) has no SMTP integration")
+            }
+            guard case .oauth2(let mailbox, let credentials) = integration.authentication,
+                  let owner = integration.refreshTokenOwner else {
+                throw ValidationError("\(user)'s integration does not use OAuth2 (set it with `integration set \(user) --auth oauth2 ...`)")
+            }
+            if refreshTokenStdin {
+                guard let line = Swift.readLine(strippingNewline: true) else {
+                    throw ValidationError("expected the refresh token on the first line of stdin")
+                }
+                let token = line.hasSuffix("\r") ? String(line.dropLast()) : line
+                guard !token.isEmpty, token.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                    throw ValidationError("a refresh token is printable ASCII without spaces")
+                }
+                try store.storeRefreshToken(token, for: user, issuedTo: owner, origin: .authorization)
+                print("stored the refresh token for \(user) (\(mailbox))")
+                return
+            }
+            guard let authorizationURL = authorizationURL ?? credentials.authorizationURL else {
+                throw ValidationError("no authorisation URL is stored for \(user): give --authorization-url URL")
+            }
+            let session = try AuthorizationSession(
+                authorizationEndpoint: try EndpointURL(authorizationURL), clientID: credentials.clientID,
+                scope: credentials.scope,
+                extraParameters: credentials.provider == .google ? QueryParameter.googleOffline : [])
+            print("""
+                Open this URL in a browser on this machine and approve the access for \(mailbox):
+
+                  \(session.authorizationURL)
+
+                Waiting up to \(timeout.duration.components.seconds) s for the browser to come back to \(session.redirectURI) ...
+                """)
+            fflush(nil)  // (all streams) a pipe, a script or a test sees the URL now, not at exit
+            let code = try session.waitForRedirect(timeout: timeout.duration)
+            let endpoint = TokenEndpoint(url: try EndpointURL(credentials.tokenURL), clientID: credentials.clientID,
+                                         clientSecret: credentials.clientSecret, caFile: caFile)
+            let answer = try session.exchange(code: code, endpoint: endpoint, deadline: .now.advanced(by: .seconds(30)))
+            guard let refreshToken = answer.refreshToken else {
+                throw ValidationError("the token endpoint answered without a refresh token")
+            }
+            try store.storeRefreshToken(refreshToken, for: user, issuedTo: owner, origin: .authorization)
+            print("authorised: stored the refresh token for \(user) (\(mailbox)); try it with `mailgate integration test \(user)`")
+        }
+    }
+
     struct Test: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Connect to USER's SMTP server, log in, and with --send-to send a test message.")
@@ -233,12 +306,17 @@ struct IntegrationCommand: ParsableCommand {
         @Option(help: "Overall time limit.") var timeout: DurationArgument = DurationArgument(seconds: 20)
 
         func run() throws {
-            guard let integration = try data.openStore().integration(for: user) else {
+            let store = try data.openStore()
+            guard let integration = try store.integration(for: user) else {
                 throw ValidationError("\(user) has no SMTP integration")
             }
+            // An OAuth2 integration refreshes its access token as `serve`
+            // does (a rotated refresh token is stored back).
+            let accessTokens = OAuthAccessTokens(store: store, caFile: caFile, logger: Logger(label: "mailgate"))
             let submission: SMTPSubmission
             do {
-                submission = try SMTPSubmission(integration, heloName: ProcessInfo.processInfo.hostName, caFile: caFile)
+                submission = try SMTPSubmission(integration, heloName: ProcessInfo.processInfo.hostName, caFile: caFile,
+                                                accessTokens: accessTokens, user: user)
             } catch {
                 throw ValidationError("stored SMTP integration of \(user) is unusable: \(error)")
             }
@@ -247,6 +325,7 @@ struct IntegrationCommand: ParsableCommand {
             let connection = try SMTPConnection.open(config, deadline: deadline)
             defer { connection.quit() }
             print("connected to \(integration.host):\(integration.port) (\(security.rawValue)); server offers: \(connection.serverInfo)")
+            if accessTokens.refreshCounts().succeeded > 0 { print("refreshed the OAuth2 access token") }
             print(integration.username == nil ? "no login configured" : "logged in as \(integration.username ?? "")")
             guard let sendTo else { return }
             let recipient = try EmailAddress.parse(sendTo)
