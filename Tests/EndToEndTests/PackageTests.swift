@@ -40,9 +40,11 @@ struct PackageTests {
 
     /// Depends, without versions: the shared libraries the static-stdlib
     /// binary still needs (dpkg-shlibdeps) and adduser for postinst. No
-    /// libcurl or libxml2: FoundationNetworking and FoundationXML are not linked.
+    /// libxml2: FoundationNetworking and FoundationXML are not linked (libcurl
+    /// is there for the OAuth module itself).
     static let expectedDepends: Set<String> = [
         "adduser", "libc6", "libgcc-s1", "libstdc++6", "libfcgi0ldbl", "libssl3", "libsqlite3-0",
+        "libcurl4",  // the OAuth2 token endpoint client (CCurl)
     ]
 
     @Test func holdsExactlyTheListedFilesOwnedByRoot() throws {
@@ -104,11 +106,13 @@ struct PackageTests {
         let package = try DebianPackage.shared.get()
         let ldd = try package.run("/usr/bin/ldd", [package.binary], environment: DebianPackage.bareEnvironment)
         #expect(!ldd.contains("/opt/swift") && !ldd.contains("not found"), "ldd:\n\(ldd)")
+        // (libcurl is loaded, from Debian's libcurl4: the OAuth module's
+        // HTTP client; Foundation's networking is not linked at all.)
         for library in ["libswiftCore", "libFoundation", "lib_FoundationICU", "libdispatch", "libBlocksRuntime",
-                        "libcurl", "libxml2", "libicu"] {
+                        "libxml2", "libicu"] {
             #expect(!ldd.contains(library), "\(library) is linked in, not loaded: ldd:\n\(ldd)")
         }
-        for library in ["libfcgi.so.0", "libssl.so.3", "libcrypto.so.3", "libsqlite3.so.0"] {
+        for library in ["libfcgi.so.0", "libssl.so.3", "libcrypto.so.3", "libsqlite3.so.0", "libcurl.so.4"] {
             #expect(ldd.contains(library), "ldd names \(library):\n\(ldd)")
         }
         let dynamic = try package.run("/usr/bin/objdump", ["-p", package.binary])

@@ -217,6 +217,13 @@ import Store
         (SMTPError(.reply(SMTPReply(code: 250, lines: ["OK"])), stage: .data), 502, "smtp_failed"),
         (SMTPError(.connectFailed("connect failed: Network is unreachable"), stage: .connect), 503, "smtp_unavailable"),
         (SMTPError(.messageTooLarge(size: 2_000_003, limit: 1_000_000), stage: .mail), 413, "message_too_large"),
+        // OAuth2 (issue 9): no access token, so nothing was sent.
+        (SMTPError(.accessToken(SMTPAccessTokenError(.reauthorize, "invalid_grant")), stage: .auth), 502, "oauth_reauthorize"),
+        (SMTPError(.accessToken(SMTPAccessTokenError(.misconfigured, "invalid_client")), stage: .auth), 502, "oauth_failed"),
+        (SMTPError(.accessToken(SMTPAccessTokenError(.unavailable(retryAfterSeconds: 5), "HTTP 500")), stage: .auth), 503, "oauth_unavailable"),
+        (SMTPError(.accessToken(SMTPAccessTokenError(.timedOut, "no answer")), stage: .auth), 504, "oauth_timeout"),
+        (SMTPError(.accessTokenRefused(SMTPReply(code: 535, lines: ["Username and Password not accepted"])), stage: .auth),
+         502, "smtp_auth_failed"),
     ]
 
     @Test func nameResolutionTimeoutIs504NamingTheStep() throws {
@@ -236,7 +243,8 @@ import Store
         fixture.transport.fail(with: error)
         let response = try fixture.send(#"{"to": "bob@example.org", "subject": "s", "message": "m"}"#)
         #expect(response.status == status)
-        #expect((response.detail as? String)?.hasPrefix("SMTP error: ") == true)
+        let prefix = code.hasPrefix("oauth_") ? "OAuth2 error: " : "SMTP error: "
+        #expect((response.detail as? String)?.hasPrefix(prefix) == true, "\(String(describing: response.detail))")
         #expect((response.header("Retry-After") != nil) == (status == 503))
         #expect(response.code == code)
         #expect(status != 200 && status != 401)
