@@ -16,7 +16,12 @@
 #
 # Environment: MAILGATE_BIN (default .build/release/mailgate), PROFILE_SENDS
 # (default 2000; callgrind 500), PROFILE_WARMUP (default 200),
-# PROFILE_CONCURRENCY (default 8), PROFILE_TLS=1, MAILGATE_SERVE_ARGS.
+# PROFILE_CONCURRENCY (default 8), PROFILE_TLS=1, MAILGATE_SERVE_ARGS,
+# PROFILE_SINK: smtp-sink (the default), or aiosmtpd / aiosmtpd-chunking: the
+# tests' aiosmtpd server (Tests/MailgateTesting/Python/smtp_server.py) with
+# PIPELINING, and with CHUNKING/BDAT for the second, which smtp-sink (Postfix
+# 3.7) cannot offer. The two differ only in CHUNKING: compare those two with
+# each other, not with smtp-sink (aiosmtpd answers much more slowly).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:?usage: profile.sh callgrind|perf-stat|perf-record}
@@ -45,9 +50,28 @@ wait_port() {
     echo "nothing listens on $1" >&2; exit 1
 }
 
-sink_port=$(free_port)
-/usr/sbin/smtp-sink -u root -a -c "127.0.0.1:$sink_port" 1024 >"$tmp/sink.count" 2>"$tmp/sink.err" &
-pids+=($!)
+sink=${PROFILE_SINK:-smtp-sink}
+case $sink in
+    smtp-sink)
+        sink_port=$(free_port)
+        /usr/sbin/smtp-sink -u root -a -c "127.0.0.1:$sink_port" 1024 >"$tmp/sink.count" 2>"$tmp/sink.err" &
+        pids+=($!)
+        ;;
+    aiosmtpd|aiosmtpd-chunking)
+        mkdir "$tmp/messages"
+        # The server exits when its stdin closes: a FIFO this script holds
+        # open (fd 9) until it exits.
+        mkfifo "$tmp/sink.in"
+        /usr/bin/python3 "$root/Tests/MailgateTesting/Python/smtp_server.py" --dir "$tmp/messages" --pipelining \
+            $([ "$sink" = aiosmtpd-chunking ] && echo --chunking) <"$tmp/sink.in" >"$tmp/sink.port" 2>"$tmp/sink.err" &
+        pids+=($!)
+        exec 9>"$tmp/sink.in"
+        for _ in $(seq 100); do grep -q '^PORT' "$tmp/sink.port" 2>/dev/null && break; sleep 0.05; done
+        sink_port=$(awk '/^PORT/ { print $2 }' "$tmp/sink.port")
+        [ -n "$sink_port" ] || { cat "$tmp/sink.err" >&2; exit 1; }
+        ;;
+    *) echo "unknown PROFILE_SINK $sink" >&2; exit 2 ;;
+esac
 wait_port "$sink_port"
 port=$sink_port security=none tls_args=()
 if [ "${PROFILE_TLS:-0}" = 1 ]; then
@@ -93,13 +117,17 @@ case $mode in
         echo "callgrind: $total instructions for $sends sends = $((total / sends)) per send (all threads); $dump"
         ;;
     perf-stat)
-        perf stat -e task-clock,context-switches,cpu-migrations -p "$serve_pid" -o "$tmp/stat" &
+        # System calls too, where the kernel lets perf count the tracepoint.
+        events=task-clock,context-switches,cpu-migrations
+        perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1 && events=$events,raw_syscalls:sys_enter
+        perf stat -e "$events" -p "$serve_pid" -o "$tmp/stat" &
         stat_pid=$!
         sleep 0.3
         python3 "$drive" "$socket" "$sends" "$concurrency" "$token"
         kill -INT "$stat_pid"; wait "$stat_pid" || true
         awk -v n="$sends" '/task-clock/ { gsub(",", "", $1); printf "task-clock %.1f us per send\n", $1 * 1000 / n }
-            /context-switches/ { gsub(",", "", $1); printf "context switches %.2f per send\n", $1 / n }' "$tmp/stat"
+            /context-switches/ { gsub(",", "", $1); printf "context switches %.2f per send\n", $1 / n }
+            /raw_syscalls:sys_enter/ { gsub(",", "", $1); printf "system calls %.1f per send\n", $1 / n }' "$tmp/stat"
         ;;
     perf-record)
         perf record -g -o "$out/perf.data" -p "$serve_pid" 2>/dev/null &
@@ -113,8 +141,20 @@ esac
 # SMTP sessions the sink saw over the whole run (warm-up included): with
 # pooled connections a handful, whatever the number of sends; over TLS each
 # is one handshake.
-sessions=$(tail -c 512 "$tmp/sink.count" | tr '\r' '\n' | grep -o 'sess=[0-9]*' | tail -n 1 || true)
-echo "smtp-sink: ${sessions:-sess=0} SMTP sessions for $((warmup + sends)) sends"
+if [ "$sink" = smtp-sink ]; then
+    sessions=$(tail -c 512 "$tmp/sink.count" | tr '\r' '\n' | grep -o 'sess=[0-9]*' | tail -n 1 || true)
+    echo "smtp-sink: ${sessions:-sess=0} SMTP sessions for $((warmup + sends)) sends"
+else
+    # Each stored message's envelope says how it came (BDAT or DATA) and
+    # on which connection (the client's port).
+    python3 - "$tmp/messages" "$sink" <<'PY'
+import glob, json, sys
+envelopes = [json.load(open(f)) for f in glob.glob(sys.argv[1] + "/*.json")]
+print("%s: %d messages (%d by BDAT) over %d SMTP sessions" % (
+    sys.argv[2], len(envelopes), sum(e.get("bdat", False) for e in envelopes),
+    len({e["peer_port"] for e in envelopes})))
+PY
+fi
 if [ "${PROFILE_TLS:-0}" = 1 ]; then
     echo "stunnel: $(grep -c 'accepted connection' "$tmp/stunnel.log" || true) TLS connections (handshakes) for $((warmup + sends)) sends"
 fi

@@ -31,6 +31,9 @@ enum SMTPCommand: Sendable, Equatable {
     case mail(from: EmailAddress?, parameters: [MailParameter])
     case rcpt(to: EmailAddress)
     case data
+    /// RFC 3030: the last (here: only) chunk of the message, of `size`
+    /// octets, which follow the line directly.
+    case bdatLast(size: Int)
     case rset
     case noop
     case quit
@@ -44,6 +47,9 @@ enum SMTPCommand: Sendable, Equatable {
         case .mail: .mail
         case .rcpt: .rcpt
         case .data: .data
+        // Its reply is the server's verdict on the message itself, as the
+        // reply after DATA's final "." is.
+        case .bdatLast: .message
         case .rset: .rset
         case .noop: .noop
         case .quit: .quit
@@ -64,6 +70,7 @@ enum SMTPCommand: Sendable, Equatable {
             "MAIL FROM:<\(sender?.description ?? "")>" + parameters.map { " " + $0.wire }.joined()
         case .rcpt(let recipient): "RCPT TO:<\(recipient)>"
         case .data: "DATA"
+        case .bdatLast(let size): "BDAT \(size) LAST"
         case .rset: "RSET"
         case .noop: "NOOP"
         case .quit: "QUIT"

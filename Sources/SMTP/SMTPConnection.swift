@@ -354,6 +354,11 @@ public final class SMTPConnection {
     /// DATA go out in one write and the replies are read in order; without
     /// it, one command at a time. The body then goes out in one write.
     ///
+    /// With CHUNKING and PIPELINING and exactly one recipient, the whole
+    /// transaction goes out in one write instead, the message as one
+    /// "BDAT <n> LAST" chunk (CRLF line ends, not dot-stuffed): see
+    /// `sendChunked`, which also says how its failures are reported.
+    ///
     /// All or nothing: if the server refuses any recipient, nothing is
     /// delivered to the others either, and the error (stage `.rcpt`) lists
     /// every refused recipient with its reply (`refusedRecipients`), so the
@@ -381,7 +386,6 @@ public final class SMTPConnection {
         guard longest <= LineBreak.maxLineLength else {
             throw error(.protocolViolation("message has a line of \(longest) octets; the limit is \(LineBreak.maxLineLength) (RFC 5321)"), .data)
         }
-        let payload = SMTPWire.dataPayload(message)
         var parameters: [MailParameter] = []
         let size = serverInfo.size
         if size.offered {
@@ -406,7 +410,17 @@ public final class SMTPConnection {
         if resetFirst { commands.append(.rset) }
         commands.append(.mail(from: envelope.sender, parameters: parameters))
         for recipient in envelope.recipients { commands.append(.rcpt(to: recipient)) }
+
+        // BDAT only for one recipient: with several, a refused one would not
+        // stop BDAT delivering to the others, and a send is all or nothing.
+        // With one, a refused RCPT leaves no valid recipient, so the server
+        // must refuse the chunk (RFC 3030 section 2). Without PIPELINING
+        // the one-write transaction would break RFC 2920's rules.
+        if envelope.recipients.count == 1, serverInfo.supports(.chunking), serverInfo.supports(.pipelining) {
+            return try sendChunked(commands, message: message, deadline: deadline)
+        }
         commands.append(.data)
+        let payload = SMTPWire.dataPayload(message)
 
         do throws(SMTPError) {
             if serverInfo.supports(.pipelining) {
@@ -485,6 +499,113 @@ public final class SMTPConnection {
             resetAfterRejection(deadline: deadline)
         }
         throw failure
+    }
+
+    /// The whole transaction in one write: [RSET,] MAIL FROM, the one RCPT
+    /// TO and "BDAT <n> LAST" with the message's n octets right after it
+    /// (RFC 3030), then the replies in order: one round trip where DATA
+    /// takes two (its 354, then the final reply).
+    ///
+    /// The message has left before any reply is read, so what a failure
+    /// means depends on what was heard:
+    /// - a refused MAIL, a refused RCPT (the only recipient: the server
+    ///   has none left and must refuse the chunk), or a 421 to RSET (the
+    ///   server takes no more commands): not delivered, reported as by the
+    ///   DATA path (stage .mail, .rcpt with `refusedRecipients`, .rset);
+    /// - BDAT refused after MAIL and RCPT were accepted: the server's
+    ///   verdict on the message, stage .message like DATA's final reply
+    ///   (a reply, so the caller knows it was not delivered);
+    /// - the write failed: not all of the chunk left, and a server
+    ///   delivers nothing without its last octet; stage of the first
+    ///   command, safe to retry;
+    /// - the connection failed after the write, before such a refusal was
+    ///   read: stage .message, may have been delivered. Even a missing
+    ///   reply to MAIL does not prove otherwise: a pipelining server may
+    ///   hold all its replies until it has read (and queued) the message,
+    ///   as Postfix does.
+    ///
+    /// A connection the server closed while it sat in the pool would fall
+    /// in the last case, so the session is first checked to be silent
+    /// (`isQuiet`, one non-blocking read): a hang-up or a 421 found there
+    /// is a dead connection found before anything was sent.
+    ///
+    /// After any failure the connection is closed, not reset: a server may
+    /// have refused the chunk without reading it, and would then take the
+    /// message's lines for commands.
+    private func sendChunked(_ commands: [SMTPCommand], message: [UInt8],
+                             deadline: ContinuousClock.Instant) throws(SMTPError) -> SMTPReply {
+        let firstStage = commands[0].stage
+        do throws(SMTPError) {
+            let quiet = try io(firstStage) { () throws(StreamError) in try stream.isQuiet() }
+            guard quiet else {
+                throw error(.protocolViolation("the server sent something while the session was idle"), firstStage)
+            }
+        } catch {
+            close()
+            throw error
+        }
+
+        let size = SMTPWire.chunkBodyLength(message)
+        let transaction = commands + [.bdatLast(size: size)]
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(size + 256)
+        for command in transaction { command.append(to: &bytes) }
+        SMTPWire.appendChunkBody(message, to: &bytes)
+        do throws(SMTPError) {
+            // The message's transfer is bounded by the caller's deadline
+            // only, as DATA's body is.
+            try write(bytes, firstStage, deadline: deadline)
+        } catch {
+            close()
+            throw error
+        }
+
+        // Every reply is read, as in sendPipelined. `definite` is the first
+        // refusal that proves the message was not delivered.
+        var definite: SMTPError?
+        var rsetRefused = false
+        var refused: [RefusedRecipient] = []
+        func read(_ stage: SMTPStage) throws(SMTPError) -> SMTPReply {
+            do throws(SMTPError) {
+                return try readReply(stage, deadline: commandDeadline(deadline))
+            } catch {
+                close()
+                // Lost with the whole message sent: unless a refusal was
+                // heard first, the server may have it.
+                throw definite ?? SMTPError(error.kind, stage: .message, server: server)
+            }
+        }
+        for command in commands {
+            let reply = try read(command.stage)
+            if reply.isCompletion { continue }
+            switch command {
+            case .rset:
+                // After a 421 the server takes no more commands; after
+                // another refusal it may still have run the transaction.
+                if reply.code == 421 { definite = definite ?? self.error(.reply(reply), .rset) } else { rsetRefused = true }
+            case .rcpt(let address):
+                refused.append(RefusedRecipient(address: address, reply: reply))
+                definite = definite ?? refusal(refused)
+            default:
+                definite = definite ?? self.error(.reply(reply), command.stage)
+            }
+        }
+        let final = try read(.message)
+        if final.isCompletion {
+            guard definite == nil else {
+                // The server accepted a message it had no envelope for: what
+                // it did with it is unknown, and it is not one to keep.
+                close()
+                throw self.error(.protocolViolation("BDAT accepted (\(final.code)) after a refused \(definite?.stage.label ?? "command")"), .message)
+            }
+            lastUsed = .now
+            messagesSent += 1
+            // Delivered; but a session that refused RSET is not reused.
+            if rsetRefused { broken = true }
+            return final
+        }
+        close()
+        throw definite ?? self.error(.reply(final), .message)
     }
 
     /// One command, one reply: for servers without PIPELINING. After a

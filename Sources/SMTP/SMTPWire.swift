@@ -35,6 +35,39 @@ public enum SMTPWire {
         return out
     }
 
+    /// The octets a BDAT chunk carries for `message` (RFC 3030): the same
+    /// lines as `dataPayload`, each ended by CRLF, but neither dot-stuffed
+    /// nor followed by the "." line, since the chunk's length, not a
+    /// marker, ends it. The server gets the message exactly as the DATA
+    /// path delivers it once unstuffed.
+    public static func chunkBody(_ message: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(chunkBodyLength(message))
+        appendChunkBody(message, to: &out)
+        return out
+    }
+
+    /// `chunkBody(message).count`, without building it: the BDAT command
+    /// line, which states it, goes out before the body in the same buffer.
+    static func chunkBodyLength(_ message: [UInt8]) -> Int {
+        var length = 0
+        message.withUnsafeBufferPointer { bytes in
+            LineBreak.forEachLine(in: bytes) { line, _ in length += line.count + 2 }
+        }
+        return length
+    }
+
+    /// Appends `chunkBody(message)` to `out`.
+    static func appendChunkBody(_ message: [UInt8], to out: inout [UInt8]) {
+        message.withUnsafeBufferPointer { bytes in
+            LineBreak.forEachLine(in: bytes) { line, _ in
+                out.append(contentsOf: line)
+                out.append(cr)
+                out.append(lf)
+            }
+        }
+    }
+
     /// Why `name` cannot be the EHLO/HELO argument, or nil when it can: it
     /// goes on the command line verbatim, so no spaces or control characters.
     public static func heloNameProblem(_ name: String) -> String? {

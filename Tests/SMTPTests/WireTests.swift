@@ -61,6 +61,32 @@ struct DataPayloadTests {
         #expect(inputs.count == 21845)
     }
 
+    /// A BDAT chunk is the DATA payload without the stuffing and the "."
+    /// line: the same message arrives either way. Its announced length is
+    /// its length.
+    @Test func chunkBodyIsTheUnstuffedDataPayload() {
+        let alphabet: [UInt8] = [UInt8(ascii: "a"), UInt8(ascii: "."), 13, 10]
+        var frontier: [[UInt8]] = [[]]
+        var failures = 0
+        for _ in 1...6 {
+            frontier = frontier.flatMap { prefix in alphabet.map { prefix + [$0] } }
+            for input in frontier {
+                let chunk = SMTPWire.chunkBody(input)
+                var unstuffed: [UInt8] = []
+                for line in SMTPWire.dataPayload(input).split(separator: 10, omittingEmptySubsequences: false).dropLast(2) {
+                    unstuffed += (line.first == 46 ? line.dropFirst() : line) + [10]
+                }
+                if chunk != unstuffed || SMTPWire.chunkBodyLength(input) != chunk.count {
+                    failures += 1
+                    if failures < 5 { Issue.record("chunk of \(input) is \(chunk), DATA gives \(unstuffed)") }
+                }
+            }
+        }
+        #expect(failures == 0)
+        #expect(SMTPWire.chunkBody(Array(".\n..x\ra".utf8)) == Array(".\r\n..x\r\na\r\n".utf8))
+        #expect(SMTPWire.chunkBody([]) == [])
+    }
+
     private func holdsInvariants(_ input: [UInt8], _ out: [UInt8]) -> Bool {
         // Ends with the terminator, which is preceded by a line end (or is all there is).
         guard out.count >= 3, Array(out.suffix(3)) == [46, 13, 10] else { return false }

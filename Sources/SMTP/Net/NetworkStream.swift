@@ -87,6 +87,28 @@ final class NetworkStream {
         }
     }
 
+    /// Whether the peer has been silent since the last line was read: true
+    /// when nothing is buffered and nothing waits on the socket; false when
+    /// it sent something (a session idle between transactions should not:
+    /// usually a 421 before it hangs up). Never waits: one read attempt.
+    /// Throws when the peer has closed the connection.
+    ///
+    /// Over TLS the read also takes in records that carry no data (a TLS
+    /// 1.3 session ticket), which are not "something sent".
+    func isQuiet() throws(StreamError) -> Bool {
+        guard socket.isOpen else { throw .closedByPeer }
+        if readIndex < buffer.count { return false }
+        do throws(StreamError) {
+            // A deadline already reached: the read is tried once, and
+            // "would block" comes back as .timedOut instead of a wait.
+            try fill(deadline: .now)
+        } catch {
+            if case .timedOut = error { return true }
+            throw error
+        }
+        return false
+    }
+
     /// Reads whatever is available (at least one byte) into the buffer.
     private func fill(deadline: ContinuousClock.Instant) throws(StreamError) {
         guard socket.isOpen else { throw .closedByPeer }

@@ -8,7 +8,10 @@ Usage: scripted_smtp_server.py STEPS.json CLIENT.log [CERT KEY]
   prints "PORT <n>" once it listens; STEPS is a list of {"send": text},
   {"expect": prefix}, {"starttls": true}, {"accept": true} (close this
   connection, as a server does after a failed AUTH, and serve the client's
-  next one: the log gets a "## new connection" line) or {"close": true};
+  next one: the log gets a "## new connection" line), {"hang_up": true}
+  (the same, but the log gets "## hung up" as soon as this connection is
+  closed, so a test can wait for that before it makes the client notice)
+  or {"close": true};
   every line the client sends is logged to CLIENT.log.
 """
 import json, socket, ssl, sys
@@ -41,8 +44,14 @@ try:
             ctx.load_cert_chain(cert, key)
             conn = ctx.wrap_socket(conn, server_side=True)
             reader = conn.makefile("rb")
-        elif "accept" in step:
+        elif "accept" in step or "hang_up" in step:
+            # The file from makefile() holds the socket open: without
+            # closing it too, the client would see no hang-up.
+            reader.close()
             conn.close()
+            if "hang_up" in step:
+                log.write("## hung up\n")
+                log.flush()
             conn, _ = srv.accept()
             conn.settimeout(10)
             reader = conn.makefile("rb")

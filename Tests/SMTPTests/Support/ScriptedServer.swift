@@ -9,6 +9,9 @@ final class ScriptedServer {
         case starttls
         /// Closes the connection and serves the client's next one.
         case accept
+        /// `accept`, but the log says "## hung up" once this connection is
+        /// closed (before the next one is accepted).
+        case hangUp
         case close
 
         var json: [String: Any] {
@@ -17,6 +20,7 @@ final class ScriptedServer {
             case .expect(let s): ["expect": s]
             case .starttls: ["starttls": true]
             case .accept: ["accept": true]
+            case .hangUp: ["hang_up": true]
             case .close: ["close": true]
             }
         }

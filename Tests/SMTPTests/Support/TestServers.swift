@@ -85,6 +85,8 @@ struct ReceivedMessage {
     let authenticated: Bool
     let peerPort: Int
     let raw: [UInt8]
+    /// Sent with BDAT (RFC 3030), not DATA.
+    let bdat: Bool
 }
 
 /// Tests/MailgateTesting/Python/smtp_server.py (aiosmtpd), as a subprocess.
@@ -100,6 +102,8 @@ final class AiosmtpdServer {
         var rejectRecipientsContaining: String?
         /// Store the n-th message, then hang up instead of answering.
         var hangUpOnMessage: Int?
+        /// Announce CHUNKING and take BDAT (RFC 3030).
+        var chunking = false
     }
 
     let port: Int
@@ -121,6 +125,7 @@ final class AiosmtpdServer {
         if options.pipelining { args.append("--pipelining") }
         if let r = options.rejectRecipientsContaining { args += ["--reject-rcpt", r] }
         if let n = options.hangUpOnMessage { args += ["--hang-up-on-message", String(n)] }
+        if options.chunking { args.append("--chunking") }
 
         process = Process()
         // Debian's interpreter: the python3 on PATH cannot see python3-aiosmtpd.
@@ -175,7 +180,8 @@ final class AiosmtpdServer {
                 tls: o["tls"] as? Bool ?? false,
                 authenticated: o["authenticated"] as? Bool ?? false,
                 peerPort: o["peer_port"] as? Int ?? -1,
-                raw: Array(raw)))
+                raw: Array(raw),
+                bdat: o["bdat"] as? Bool ?? false))
             n += 1
         }
         return result
