@@ -3,7 +3,8 @@ SHELL := /bin/bash
 APT_PACKAGES := nginx libfcgi-dev libfcgi-bin spawn-fcgi libssl-dev libsqlite3-dev \
                 postfix python3-aiosmtpd python3-jwt wrk openssl curl procps apache2 \
                 libapache2-mod-fcgid systemd gdb spamassassin python3-prometheus-client python3-venv \
-                dpkg-dev help2man lintian jq stunnel4 libcurl4-openssl-dev
+                dpkg-dev help2man lintian jq stunnel4 libcurl4-openssl-dev \
+                libpq-dev postgresql
 SWIFT_FLAGS ?=
 
 .PHONY: run test bench deps build release deb commit-header clean

@@ -10,13 +10,15 @@ import PackageDescription
 //   SMTP            SMTP client: byte stream, session, pool (OpenSSL for TLS)
 //   OAuth           OAuth2 client: token endpoint over libcurl, single-flight
 //                   access token cache, PKCE authorisation with a loopback redirect
-//   Store           users, integrations, logins (GRDB/SQLite)
+//   Store           users, integrations, logins, quotas, idempotency: one
+//                   interface, two backends (GRDB/SQLite; libpq/PostgreSQL
+//                   for several hosts sharing one store)
 //   MIME            addresses, headers, encodings, message rendering
 //   Crypto          HMAC, PBKDF2, AES-GCM, HS256 tokens, key files (OpenSSL)
 //   JSON            strict JSON reader/writer, byte-wise name comparison
 //   Base64          RFC 4648 codecs (standard, unpadded, url)
 //   Posix           the system-call funnel: EINTR, errno -> SystemCallError
-//   CFastCGI, COpenSSL, CCurl  system libraries
+//   CFastCGI, COpenSSL, CCurl, CPostgreSQL  system libraries
 //   CBuildInfo      the commit the Makefile bakes in (commit.generated.h)
 let package = Package(
     name: "Mailgate",
@@ -43,6 +45,10 @@ let package = Package(
             name: "CCurl",
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(
+            name: "CPostgreSQL",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]),
         .target(name: "CBuildInfo"),
         .target(name: "Posix"),
         .target(name: "Base64"),
@@ -53,7 +59,7 @@ let package = Package(
         .target(name: "SMTP", dependencies: ["COpenSSL", "Crypto", "Posix", "MIME", "Base64"]),
         .target(name: "OAuth", dependencies: ["CCurl", "JSON", "Base64", "Crypto", "Posix"]),
         .target(name: "Store", dependencies: [
-            "Crypto", "Posix",
+            "Crypto", "Posix", "CPostgreSQL",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [

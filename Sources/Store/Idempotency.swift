@@ -90,3 +90,28 @@ enum IdempotencyLimits {
     static let fingerprintLength = 1...64
     static let status = 100...599
 }
+
+// Shared by both backends, so they validate and time records alike.
+extension IdempotencyLimits {
+    static func requireValid(_ answer: IdempotentAnswer) throws(StoreError) {
+        guard IdempotencyLimits.status.contains(answer.status) else {
+            throw .database("an idempotent answer's status must be 100 to 599, not \(answer.status)")
+        }
+    }
+
+    /// A duration in whole milliseconds: 0 for anything not above 0 (NaN
+    /// too), at most ten years (so sums with dates cannot overflow).
+    static func milliseconds(_ interval: TimeInterval) -> Int64 {
+        guard interval > 0 else { return 0 }
+        return Int64((min(interval, 3660 * 86_400) * 1000).rounded())
+    }
+
+    /// 16 random bytes (getrandom, which does not fail on Linux).
+    static func newClaimToken() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        var token: [UInt8] = []
+        token.reserveCapacity(16)
+        for _ in 0..<2 { withUnsafeBytes(of: generator.next() as UInt64) { token.append(contentsOf: $0) } }
+        return token
+    }
+}

@@ -1,9 +1,9 @@
 // Store module: users, their SMTP integration, login throttling and
 // idempotency records, behind one interface, `Store`, which is all the
 // application and the CLI see.
-// SQLite (GRDB, WAL) implements it today (`SQLiteStore`, under SQLite/); a
-// shared backend (PostgreSQL, for several hosts on one store) can implement
-// it later without touching them.
+// SQLite (GRDB, WAL) implements it for one host (`SQLiteStore`, under
+// SQLite/), PostgreSQL (libpq) for several hosts sharing one store
+// (`PostgresStore`, under PostgreSQL/).
 //
 //   Store.swift            the interface
 //   StoreError.swift       its one error type
@@ -19,6 +19,8 @@
 //   PasswordSeal.swift     SMTP passwords and OAuth2 secrets at rest (AES-256-GCM)
 //   SQLite/                schema and migrations, GRDB records, the store,
 //                          the per-request credentials reader
+//   PostgreSQL/            the libpq connection (one per thread, bounded
+//                          waits), schema and migrations, statements, the store
 import Foundation
 
 /// What Mailgate keeps: users, each user's SMTP integration, recent failed
@@ -181,6 +183,34 @@ public protocol Store: Sendable {
     /// then claims the key afresh and sends). Only while the record is
     /// still this claim's, in flight; otherwise nothing changes.
     func releaseIdempotencyKey(_ claim: IdempotencyClaimID) throws(StoreError)
+
+    // MARK: Key fingerprints
+
+    /// The fingerprint recorded under `name` (e.g. "token.key"), nil if
+    /// none is. `serve` compares it with its own key files' and refuses
+    /// keys other than those the database was initialised with (every
+    /// host needs the same key files). Throws `.database` for a name that
+    /// is not 1-64 bytes without control characters.
+    func keyFingerprint(named name: String) throws(StoreError) -> [UInt8]?
+    /// Records `fingerprint` (1-64 bytes) under `name`, replacing any. The
+    /// caller computes it (a keyed hash of the key with a fixed label);
+    /// the store never sees a key.
+    func setKeyFingerprint(named name: String, _ fingerprint: [UInt8]) throws(StoreError)
+}
+
+/// The rules for recorded key fingerprints, the same on every backend.
+enum KeyFingerprints {
+    static let nameLength = 1...64
+    static let fingerprintLength = 1...64
+
+    static func requireValid(name: String, fingerprint: [UInt8]? = nil) throws(StoreError) {
+        guard nameLength.contains(name.utf8.count), SMTPIntegration.isClean(name) else {
+            throw .database("a key name must be 1 to 64 bytes without control characters")
+        }
+        if let fingerprint, !fingerprintLength.contains(fingerprint.count) {
+            throw .database("a key fingerprint must be 1 to 64 bytes")
+        }
+    }
 }
 
 extension Store {

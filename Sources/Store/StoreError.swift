@@ -32,6 +32,12 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case crypto(String)
     /// A database failure: the operation and the database's message.
     case database(String)
+    /// The database cannot be reached: no connection could be made, or the
+    /// connection was lost or gave no answer in time (a shared server down
+    /// or restarting). Worth retrying later, unlike `.database` (a statement
+    /// the database refused); the application answers 503. Names the
+    /// operation and the server (its password redacted), never parameters.
+    case unavailable(String)
 
     public var description: String {
         switch self {
@@ -53,6 +59,7 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             return "the SMTP integration of user \(name) changed meanwhile (another OAuth2 client, token URL or mailbox); the refresh token was not stored"
         case .crypto(let message): return "encryption failed: \(message)"
         case .database(let message): return "database error: \(message)"
+        case .unavailable(let message): return "database unavailable: \(message)"
         }
     }
 }

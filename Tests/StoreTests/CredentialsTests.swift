@@ -3,8 +3,8 @@ import Testing
 @testable import Store
 
 @Suite struct CredentialsTests {
-    @Test func seesChangesFromAnotherStoreInstance() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func seesChangesFromAnotherStoreInstance(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         #expect(try t.store.credentials(for: "nobody") == nil)
         var credentials = try #require(try t.store.credentials(for: "alice"))
@@ -28,8 +28,8 @@ import Testing
         #expect(try t.store.credentials(for: "alice") == nil)
     }
 
-    @Test func concurrentReadersAndAWriter() async throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func concurrentReadersAndAWriter(_ backend: Backend) async throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         try t.store.setIntegration(sampleIntegration(), for: "alice")
         let store = t.store

@@ -20,31 +20,26 @@ import Testing
         status: 502, headers: [StoredHeader(name: "Content-Type", value: "application/json")],
         body: Array(#"{"detail":"may or may not have been delivered","code":"delivery_unknown"}"#.utf8))
 
-    func claim(_ store: SQLiteStore, _ username: String = "alice", key: [UInt8] = key, body: [UInt8] = bodyA,
+    func claim(_ store: any Store, _ username: String = "alice", key: [UInt8] = key, body: [UInt8] = bodyA,
                at date: Date = base) throws -> IdempotencyClaim {
         try store.claimIdempotencyKey(key, for: username, fingerprint: body, at: date, ttl: Self.ttl,
                                       staleAfter: Self.staleAfter, abandonedAnswer: Self.unknown)
     }
 
-    func claimed(_ store: SQLiteStore, _ username: String = "alice", key: [UInt8] = key, body: [UInt8] = bodyA,
+    func claimed(_ store: any Store, _ username: String = "alice", key: [UInt8] = key, body: [UInt8] = bodyA,
                  at date: Date = base) throws -> IdempotencyClaimID {
         let result = try claim(store, username, key: key, body: body, at: date)
         guard case .claimed(let id) = result else { throw HarnessError("not claimed: \(result)") }
         return id
     }
 
-    func recordCount(_ store: SQLiteStore, of username: String? = nil) throws -> Int {
-        try store.pool.read { db in
-            if let username {
-                return try Int.fetchOne(db, sql: "SELECT count(*) FROM idempotency_keys WHERE username = ?",
-                                        arguments: [username]) ?? 0
-            }
-            return try Int.fetchOne(db, sql: "SELECT count(*) FROM idempotency_keys") ?? 0
-        }
+    /// Records in the table (of `username`: a plain test name, quoted as is).
+    func recordCount(_ t: TemporaryStore, of username: String? = nil) throws -> Int {
+        try t.integer("SELECT count(*) FROM idempotency_keys" + (username.map { " WHERE username = '\($0)'" } ?? ""))
     }
 
-    @Test func aCompletedClaimIsReplayedToTheSameBodyAndRefusedToAnother() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func aCompletedClaimIsReplayedToTheSameBodyAndRefusedToAnother(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let id = try claimed(t.store)
         #expect(id.username == "alice" && id.key == Self.key)
         // Still in flight: the same body waits, another body is a mismatch.
@@ -59,8 +54,8 @@ import Testing
         #expect(try claim(t.store, at: Self.base.addingTimeInterval(5)) == .replay(Self.sent))
     }
 
-    @Test func aStoredAnswerKeepsItsBytesHeadersAndOrder() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func aStoredAnswerKeepsItsBytesHeadersAndOrder(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let answers = [
             IdempotentAnswer(status: 200),
             IdempotentAnswer(status: 422, headers: [StoredHeader(name: "X-Empty", value: "")], body: [0, 255, 10, 13]),
@@ -77,11 +72,11 @@ import Testing
         #expect(StoredHeader(name: "A", value: "\u{E9}") != StoredHeader(name: "A", value: "e\u{301}"))
     }
 
-    @Test func aReleasedKeyIsClaimedAfresh() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func aReleasedKeyIsClaimedAfresh(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let first = try claimed(t.store)
         try t.store.releaseIdempotencyKey(first)
-        #expect(try recordCount(t.store) == 0)
+        #expect(try recordCount(t) == 0)
         // A released key is free for any body.
         let second = try claimed(t.store, body: Self.bodyB, at: Self.base.addingTimeInterval(1))
         #expect(second != first)
@@ -96,8 +91,8 @@ import Testing
         #expect(try claim(t.store, body: Self.bodyB, at: Self.base.addingTimeInterval(4)) == .replay(Self.sent))
     }
 
-    @Test func aRecordIsForgottenTTLAfterItsClaim() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func aRecordIsForgottenTTLAfterItsClaim(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         try t.store.completeIdempotencyKey(try claimed(t.store), answer: Self.sent)
         let lastMoment = Self.base.addingTimeInterval(Self.ttl - 0.001)
         #expect(try claim(t.store, body: Self.bodyB, at: lastMoment) == .mismatch)
@@ -114,8 +109,8 @@ import Testing
 
     /// An in-flight record expires too (its claimer died and nobody retried
     /// within the TTL): a new claim takes it over as a fresh claim.
-    @Test func anExpiredInFlightRecordIsClaimedAfresh() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func anExpiredInFlightRecordIsClaimedAfresh(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let old = try claimed(t.store)
         let new = try claimed(t.store, at: Self.base.addingTimeInterval(Self.ttl))
         try t.store.completeIdempotencyKey(old, answer: Self.unknown)   // too late: not the record's claim
@@ -124,24 +119,25 @@ import Testing
         #expect(try claim(t.store, at: Self.base.addingTimeInterval(Self.ttl + 2)) == .replay(Self.sent))
     }
 
-    @Test func claimsDeleteExpiredRecordsOfEveryUserInBatches() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func claimsDeleteExpiredRecordsOfEveryUserInBatches(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let batch = SQLiteStore.expiredRecordsPerClaim
         for index in 0..<(batch + 10) {
             _ = try claimed(t.store, "bob", key: Array("bob-\(index)".utf8))
         }
         _ = try claimed(t.store, "carol", at: Self.base.addingTimeInterval(10))
-        #expect(try recordCount(t.store, of: "bob") == batch + 10)
+        #expect(try recordCount(t, of: "bob") == batch + 10)
         // Bob's records have expired, carol's not yet: alice's claim deletes
         // one batch of bob's, the next claim the rest.
         _ = try claimed(t.store, "alice", at: Self.base.addingTimeInterval(Self.ttl))
-        #expect(try recordCount(t.store, of: "bob") == 10)
+        #expect(try recordCount(t, of: "bob") == 10)
         #expect(try claim(t.store, "alice", at: Self.base.addingTimeInterval(Self.ttl + 1)) == .inFlight)
-        #expect(try recordCount(t.store, of: "bob") == 0)
-        #expect(try recordCount(t.store, of: "carol") == 1)
-        #expect(try recordCount(t.store) == 2)
+        #expect(try recordCount(t, of: "bob") == 0)
+        #expect(try recordCount(t, of: "carol") == 1)
+        #expect(try recordCount(t) == 2)
         // The deletion goes by the expiry index, not a scan of the table.
-        let plan = try t.store.pool.read { db in
+        guard backend == .sqlite else { return }
+        let plan = try t.sqlite.pool.read { db in
             try String.fetchAll(db, sql: """
                 EXPLAIN QUERY PLAN SELECT rowid FROM idempotency_keys WHERE expires_at_ms <= 0
                 ORDER BY expires_at_ms LIMIT 64
@@ -152,8 +148,8 @@ import Testing
 
     /// A claimer that died mid-send: after `staleAfter` its record is
     /// completed with the 502 the later claim passed, once and for all.
-    @Test func anAbandonedClaimIsCompletedWithTheAbandonedAnswer() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func anAbandonedClaimIsCompletedWithTheAbandonedAnswer(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let dead = try claimed(t.store)
         #expect(try claim(t.store, at: Self.base.addingTimeInterval(Self.staleAfter - 0.001)) == .inFlight)
         // Another body is a mismatch even then, and takes nothing over.
@@ -172,12 +168,12 @@ import Testing
         #expect(try claim(t.store, body: Self.bodyB, at: Self.base.addingTimeInterval(Self.ttl)) != .mismatch)
     }
 
-    @Test func recordsSurviveReopeningTheStore() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func recordsSurviveReopeningTheStore(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let done = try claimed(t.store, key: Array("done".utf8))
         try t.store.completeIdempotencyKey(done, answer: Self.sent)
         let pending = try claimed(t.store, key: Array("pending".utf8))
-        try t.store.pool.close()
+        if backend == .sqlite { try t.sqlite.pool.close() }
         let again = try t.reopen()
         #expect(try claim(again, key: Array("done".utf8), at: Self.base.addingTimeInterval(1)) == .replay(Self.sent))
         #expect(try claim(again, key: Array("pending".utf8), at: Self.base.addingTimeInterval(1)) == .inFlight)
@@ -188,8 +184,8 @@ import Testing
 
     /// 32 requests with one key at once, from 32 threads over two Store
     /// instances (as two processes would): exactly one claims it.
-    @Test func concurrentClaimsFromTwoInstancesGrantTheKeyOnce() async throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func concurrentClaimsFromTwoInstancesGrantTheKeyOnce(_ backend: Backend) async throws {
+        let t = try TemporaryStore(backend)
         let stores = [t.store, try t.reopen()]
         let results = try await onThreads(32) { index -> IdempotencyClaim in
             try self.claim(stores[index % 2], at: Self.base)
@@ -201,13 +197,13 @@ import Testing
         }
         #expect(claims.count == 1)
         #expect(results.filter { $0 == .inFlight }.count == 31)
-        #expect(try recordCount(t.store) == 1)
+        #expect(try recordCount(t) == 1)
     }
 
     /// The same: concurrent takeovers of one abandoned record all answer
     /// the same 502, and one of them wrote it.
-    @Test func concurrentClaimsOfAnAbandonedKeyAllGetItsAnswer() async throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func concurrentClaimsOfAnAbandonedKeyAllGetItsAnswer(_ backend: Backend) async throws {
+        let t = try TemporaryStore(backend)
         _ = try claimed(t.store)
         let stores = [t.store, try t.reopen()]
         let later = Self.base.addingTimeInterval(Self.staleAfter)
@@ -218,8 +214,8 @@ import Testing
         #expect(results.filter { $0 == .replay(Self.unknown) }.count == 15)
     }
 
-    @Test func keysArePerUser() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func keysArePerUser(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let alice = try claimed(t.store, "alice")
         let bob = try claimed(t.store, "bob", body: Self.bodyB)
         #expect(alice != bob)
@@ -231,23 +227,23 @@ import Testing
         #expect(try claim(t.store, "alice", key: Array("order-471".utf8)) != .replay(Self.sent))
     }
 
-    @Test func removingAUserRemovesTheirRecords() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func removingAUserRemovesTheirRecords(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         _ = try t.store.addUser("bob", passwordHash: "h")
         try t.store.completeIdempotencyKey(try claimed(t.store, "alice"), answer: Self.sent)
         _ = try claimed(t.store, "alice", key: Array("other".utf8))
         _ = try claimed(t.store, "bob")
         try t.store.removeUser("alice")
-        #expect(try recordCount(t.store, of: "alice") == 0)
-        #expect(try recordCount(t.store, of: "bob") == 1)
+        #expect(try recordCount(t, of: "alice") == 0)
+        #expect(try recordCount(t, of: "bob") == 1)
         // A new alice starts with no keys.
         _ = try t.store.addUser("alice", passwordHash: "h")
         #expect(try claim(t.store, "alice", body: Self.bodyB) != .mismatch)
     }
 
-    @Test func invalidInputsAreRefused() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func invalidInputsAreRefused(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         #expect(throws: StoreError.invalidUsername) { try claim(t.store, "not valid!") }
         #expect(throws: StoreError.invalidUsername) { try claim(t.store, String(repeating: "x", count: 65)) }
         #expect(throws: StoreError.invalidIdempotencyKey) { try claim(t.store, key: []) }
@@ -261,7 +257,7 @@ import Testing
         let id = try claimed(t.store)
         #expect(throws: StoreError.self) { try t.store.completeIdempotencyKey(id, answer: IdempotentAnswer(status: 600)) }
         #expect(try claim(t.store, at: Self.base.addingTimeInterval(1)) == .inFlight)
-        #expect(try recordCount(t.store) == 2)
+        #expect(try recordCount(t) == 2)
     }
 
     @Test func headerEncodingRoundTripsAndRefusesDamage() {

@@ -6,8 +6,8 @@ import Testing
 @Suite struct NamedTokenTests {
     private let created = Date(timeIntervalSince1970: 1_750_000_000)
 
-    @Test func tokensAreListedByUserThenCreationAndRevokedOneByOne() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func tokensAreListedByUserThenCreationAndRevokedOneByOne(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("bob", passwordHash: "h")
         _ = try t.store.addUser("alice", passwordHash: "h")
         let cron = try t.store.addNamedToken(id: "id-cron", name: "nightly report", for: "bob", createdAt: created,
@@ -31,8 +31,8 @@ import Testing
         #expect(try t.store.namedToken(id: "nope") == nil)
     }
 
-    @Test func lastUseIsKeptPerDayAndNeverGoesBack() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func lastUseIsKeptPerDayAndNeverGoesBack(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("bob", passwordHash: "h")
         _ = try t.store.addNamedToken(id: "id", name: "n", for: "bob", createdAt: created, expiresAt: created)
         #expect(try t.store.namedToken(id: "id")?.lastUsedDay == nil)
@@ -43,8 +43,8 @@ import Testing
         #expect(NamedToken.day(of: Date(timeIntervalSince1970: 86_400 * 20_300 + 86_399)) == 20_300)
     }
 
-    @Test func badNamesAndUnknownUsersAreRefusedAndRemovalTakesTheTokens() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func badNamesAndUnknownUsersAreRefusedAndRemovalTakesTheTokens(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("bob", passwordHash: "h")
         for bad in ["", String(repeating: "n", count: 65), "line\nbreak", "tab\tname"] {
             #expect(throws: StoreError.invalidTokenName) {

@@ -50,8 +50,8 @@ import GRDB
         #expect(RecipientPolicy.any.permits(localPart: "x", domain: "[192.0.2.1]"))
     }
 
-    @Test func policyIsStoredReadByTheNextRequestAndCleared() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func policyIsStoredReadByTheNextRequestAndCleared(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("form", passwordHash: "h")
         #expect(try t.store.recipientPolicy(for: "form").allowsAny, "a new user may write to anyone")
 
@@ -70,15 +70,11 @@ import GRDB
     }
 
     /// A row altered by hand must not turn into "any recipient".
-    @Test func unreadableStoredPolicyFailsClosed() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func unreadableStoredPolicyFailsClosed(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("form", passwordHash: "h")
         for damaged in ["", "not a pattern", "owner@example.com\n"] {
-            let queue = try DatabaseQueue(path: t.path)
-            try queue.write { db in
-                try db.execute(sql: "UPDATE users SET allowed_recipients = ? WHERE username = 'form'", arguments: [damaged])
-            }
-            try queue.close()
+            try t.execute("UPDATE users SET allowed_recipients = '\(damaged)' WHERE username = 'form'")
             #expect(throws: StoreError.self, "\(damaged.debugDescription)") { try t.store.credentials(for: "form") }
         }
     }

@@ -15,8 +15,8 @@ import Crypto
         #expect(QuotaWindow.day.start(of: 1_767_311_999) == 1_767_225_600)
     }
 
-    @Test func reservationsAreAllOrNothingAndTheTightestWindowDecides() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func reservationsAreAllOrNothingAndTheTightestWindowDecides(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let limits: [QuotaWindow: Int] = [.minute: 3, .day: 5]
         let first = try t.store.reserveSends(2, for: "alice", limits: limits, at: midnight)
         #expect(first.granted)
@@ -39,8 +39,8 @@ import Crypto
                 "the day's 5 are used")
     }
 
-    @Test func releaseGivesBackOnlyToWindowsStillCurrent() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func releaseGivesBackOnlyToWindowsStillCurrent(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let limits: [QuotaWindow: Int] = [.minute: 2, .hour: 2]
         let sent = try t.store.reserveSends(2, for: "alice", limits: limits, at: midnight.addingTimeInterval(50))
         try t.store.releaseSends(sent, for: "alice")
@@ -57,10 +57,10 @@ import Crypto
 
     /// Two processes (two stores on one file) and 64 concurrent reservations:
     /// exactly the limit is granted, never more.
-    @Test func concurrentReservationsFromTwoProcessesNeverOvershoot() async throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func concurrentReservationsFromTwoProcessesNeverOvershoot(_ backend: Backend) async throws {
+        let t = try TemporaryStore(backend)
         let other = try t.reopen()
-        let stores: [SQLiteStore] = [t.store, other]
+        let stores: [any Store] = [t.store, other]
         let at = midnight
         let granted = try await withThrowingTaskGroup(of: Bool.self) { group in
             for i in 0..<64 {
@@ -74,8 +74,8 @@ import Crypto
         #expect(granted == 10)
     }
 
-    @Test func quotasAreStoredPerUserAndReadWithTheCredentials() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func quotasAreStoredPerUserAndReadWithTheCredentials(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         #expect(try t.store.sendQuota(for: "alice") == .serverDefaults)
         let quota = SendQuota(perWindow: [.minute: 5, .day: 0])
@@ -84,7 +84,7 @@ import Crypto
         #expect(quota.effective(defaults: [.minute: 1, .hour: 100, .day: 1000]) == [.minute: 5, .hour: 100],
                 "the user's own values win; 0 is unlimited; unset windows take the default")
         #expect(throws: StoreError.userNotFound("nobody")) { try t.store.setSendQuota(quota, for: "nobody") }
-        #expect(FileManager.default.fileExists(atPath: SQLiteStore.countersPath(for: t.path)))
+        if backend == .sqlite { #expect(FileManager.default.fileExists(atPath: SQLiteStore.countersPath(for: t.path))) }
         #expect(SQLiteStore.countersPath(for: "/d/mailgate.sqlite") == "/d/mailgate-counters.map")
     }
 

@@ -12,7 +12,7 @@ import Testing
 
     /// One attempt that fails: begun (and so counted), then finished as failed.
     @discardableResult
-    func fail(_ store: SQLiteStore, _ username: String, from client: LoginClient = clientA, at date: Date = base,
+    func fail(_ store: any Store, _ username: String, from client: LoginClient = clientA, at date: Date = base,
               policy: LoginThrottlePolicy = policy) throws -> LoginAttempt {
         let attempt = try store.beginLoginAttempt(username, from: client, at: date, policy: policy)
         if case .allowed(let pending) = attempt { try store.finishLoginAttempt(pending, .failed) }
@@ -24,8 +24,8 @@ import Testing
         return false
     }
 
-    @Test func attemptsCountUntilTheLimitThenLockUntilTheOldestLeavesTheWindow() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func attemptsCountUntilTheLimitThenLockUntilTheOldestLeavesTheWindow(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         for offset in 0..<5 {
             #expect(!isLocked(try fail(t.store, "alice", at: Self.base.addingTimeInterval(Double(offset * 10)))))
@@ -58,8 +58,8 @@ import Testing
     /// from 32 threads over 4 Store instances (as 4 processes would), each
     /// holding its attempt for a moment as the KDF would. The count and the
     /// mark are one transaction, so at most 5 get past the check.
-    @Test func concurrentGuessesGetNoMoreThanTheLimitPastTheCheck() async throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func concurrentGuessesGetNoMoreThanTheLimitPastTheCheck(_ backend: Backend) async throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         let stores = [t.store, try t.reopen(), try t.reopen(), try t.reopen()]
         let outcomes = try await onThreads(32) { index -> Bool in
@@ -82,8 +82,8 @@ import Testing
 
     /// A stranger exhausting the budget of (alice, A) does not lock alice out
     /// from B; her success from B clears B's failures only.
-    @Test func aStrangerCannotLockTheUserOutFromAnotherClient() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func aStrangerCannotLockTheUserOutFromAnotherClient(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         for _ in 0..<5 { try fail(t.store, "alice", from: Self.clientA) }
         #expect(isLocked(try t.store.beginLoginAttempt("alice", from: Self.clientA, at: Self.base, policy: Self.policy)))
@@ -104,8 +104,8 @@ import Testing
 
     /// Guessing from many addresses: once the username has `perUsername`
     /// failures in the window, every client is locked, even a fresh one.
-    @Test func thePerUsernameCeilingLocksEveryClient() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func thePerUsernameCeilingLocksEveryClient(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let policy = LoginThrottlePolicy(window: 900, perClient: 5, perUsername: 12)
         var failures = 0
         var client = 0
@@ -133,8 +133,8 @@ import Testing
 
     /// A process that dies mid-check leaves its marks pending: they count
     /// as failures, and only until they leave the window.
-    @Test func pendingMarksCountAndExpireWithTheWindow() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func pendingMarksCountAndExpireWithTheWindow(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         for _ in 0..<5 {
             #expect(!isLocked(try t.store.beginLoginAttempt("alice", from: Self.clientA, at: Self.base, policy: Self.policy)))
         }
@@ -144,8 +144,8 @@ import Testing
                                                         policy: Self.policy)))
     }
 
-    @Test func abandonedAttemptsAreNotCountedAndSuccessLeavesOthersPendingMarks() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func abandonedAttemptsAreNotCountedAndSuccessLeavesOthersPendingMarks(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         func begin() throws -> PendingLogin {
             let attempt = try t.store.beginLoginAttempt("alice", from: Self.clientA, at: Self.base, policy: Self.policy)
             guard case .allowed(let pending) = attempt else { throw HarnessError("locked: \(attempt)") }
@@ -165,8 +165,8 @@ import Testing
 
     /// Two Store instances (server and CLI) writing at once must wait for
     /// each other's write lock instead of failing with SQLITE_BUSY.
-    @Test func concurrentWritersOnTwoInstances() async throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func concurrentWritersOnTwoInstances(_ backend: Backend) async throws {
+        let t = try TemporaryStore(backend)
         let stores = [t.store, try t.reopen()]
         let open = LoginThrottlePolicy(window: 900, perClient: 1000, perUsername: 1000)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -186,8 +186,8 @@ import Testing
         #expect(try t.store.loginFailureCount("ghost", from: nil, since: Self.base) == 200)
     }
 
-    @Test func oldRowsArePrunedOnInsert() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func oldRowsArePrunedOnInsert(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         try fail(t.store, "ghost")
         try fail(t.store, "other", at: Self.base.addingTimeInterval(3600))
         #expect(try t.store.loginFailureCount("ghost", from: nil, since: .distantPast) == 1)

@@ -3,8 +3,8 @@ import Testing
 @testable import Store
 
 @Suite struct UserTests {
-    @Test func addAndDuplicate() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func addAndDuplicate(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let alice = try t.store.addUser("alice", passwordHash: "$pbkdf2-sha256$i=1$x$y")
         #expect(alice.username == "alice" && !alice.isDisabled && alice.tokenVersion == 0)
         #expect(try t.store.user(named: "alice") == alice)   // dates survive the round trip exactly
@@ -26,14 +26,14 @@ import Testing
         #expect(!StoreError.invalidUsername.description.contains(name) || name.isEmpty)
     }
 
-    @Test func sixtyFourCharactersIsFine() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func sixtyFourCharactersIsFine(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         let name = String(repeating: "a", count: 64)
         #expect(try t.store.addUser(name, passwordHash: "h").username == name)
     }
 
-    @Test func tokenVersionBumps() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func tokenVersionBumps(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         #expect(try t.store.revokeTokens(for: "alice") == 1)
         #expect(try t.store.revokeTokens(for: "alice") == 2)
@@ -55,8 +55,8 @@ import Testing
         #expect(throws: StoreError.userNotFound("nobody")) { try t.store.setPasswordHash("x", for: "nobody") }
     }
 
-    @Test func removeCascadesAndDoesNotRecycleTokenVersions() throws {
-        let t = try TemporaryStore()
+    @Test(arguments: Backend.allCases) func removeCascadesAndDoesNotRecycleTokenVersions(_ backend: Backend) throws {
+        let t = try TemporaryStore(backend)
         _ = try t.store.addUser("alice", passwordHash: "h")
         _ = try t.store.revokeTokens(for: "alice")   // version 1
         try t.store.setIntegration(sampleIntegration(), for: "alice")

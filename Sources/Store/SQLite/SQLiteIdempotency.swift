@@ -18,12 +18,12 @@ extension SQLiteStore {
         guard IdempotencyLimits.fingerprintLength.contains(fingerprint.count) else {
             throw .database("an idempotency fingerprint must be 1 to 64 bytes")
         }
-        try Self.requireValid(abandonedAnswer)
+        try IdempotencyLimits.requireValid(abandonedAnswer)
         let at = StoredDate.milliseconds(now)
-        let expiresAt = at + Self.milliseconds(ttl)
-        let staleAfter = Self.milliseconds(staleAfter)
+        let expiresAt = at + IdempotencyLimits.milliseconds(ttl)
+        let staleAfter = IdempotencyLimits.milliseconds(staleAfter)
         let keyBytes = Data(key), fingerprintBytes = Data(fingerprint)
-        let token = Self.newClaimToken()
+        let token = IdempotencyLimits.newClaimToken()
         return try perform("claim an idempotency key of \(username)") { () throws -> IdempotencyClaim in
             // BEGIN IMMEDIATE: the write lock is taken before the read, so
             // no other connection (this process's or another's) can claim
@@ -76,7 +76,7 @@ extension SQLiteStore {
     }
 
     public func completeIdempotencyKey(_ claim: IdempotencyClaimID, answer: IdempotentAnswer) throws(StoreError) {
-        try Self.requireValid(answer)
+        try IdempotencyLimits.requireValid(answer)
         try perform("complete an idempotency key of \(claim.username)") { () throws in
             try pool.write { db in
                 try Self.storeAnswer(answer, db, where: Self.stillInFlight(claim))
@@ -109,27 +109,5 @@ extension SQLiteStore {
                 \(KeyColumns.body) = \(Data(answer.body))
             WHERE \(condition) AND \(KeyColumns.status) IS NULL
             """)
-    }
-
-    private static func requireValid(_ answer: IdempotentAnswer) throws(StoreError) {
-        guard IdempotencyLimits.status.contains(answer.status) else {
-            throw .database("an idempotent answer's status must be 100 to 599, not \(answer.status)")
-        }
-    }
-
-    /// A duration in whole milliseconds: 0 for anything not above 0 (NaN
-    /// too), at most ten years (so sums with dates cannot overflow).
-    private static func milliseconds(_ interval: TimeInterval) -> Int64 {
-        guard interval > 0 else { return 0 }
-        return Int64((min(interval, 3660 * 86_400) * 1000).rounded())
-    }
-
-    /// 16 random bytes (getrandom, which does not fail on Linux).
-    private static func newClaimToken() -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        var token: [UInt8] = []
-        token.reserveCapacity(16)
-        for _ in 0..<2 { withUnsafeBytes(of: generator.next() as UInt64) { token.append(contentsOf: $0) } }
-        return token
     }
 }

@@ -188,6 +188,16 @@ enum SQLiteSchema {
                 ALTER TABLE smtp_integrations ADD COLUMN oauth2_tenant TEXT;
                 """)
         }
+        migrator.registerMigration("v5 mailgate_keys") { db in
+            // Fingerprints of the key files the database was initialised
+            // with (never the keys), so `serve` can refuse other keys.
+            try db.execute(sql: """
+                CREATE TABLE mailgate_keys (
+                    name TEXT PRIMARY KEY CHECK (length(CAST(name AS BLOB)) BETWEEN 1 AND 64),
+                    fingerprint BLOB NOT NULL CHECK (length(fingerprint) BETWEEN 1 AND 64)
+                ) STRICT;
+                """)
+        }
         return migrator
     }
 }

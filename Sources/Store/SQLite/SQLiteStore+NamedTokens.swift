@@ -72,3 +72,28 @@ extension SQLiteStore {
         }
     }
 }
+
+// Key fingerprints (`Store.keyFingerprint`).
+extension SQLiteStore {
+    public func keyFingerprint(named name: String) throws(StoreError) -> [UInt8]? {
+        try KeyFingerprints.requireValid(name: name)
+        return try perform("read the fingerprint of key \(name)") { () throws -> [UInt8]? in
+            try pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT fingerprint FROM mailgate_keys WHERE name = ?", arguments: [name])
+                    .map(Array.init)
+            }
+        }
+    }
+
+    public func setKeyFingerprint(named name: String, _ fingerprint: [UInt8]) throws(StoreError) {
+        try KeyFingerprints.requireValid(name: name, fingerprint: fingerprint)
+        try perform("record the fingerprint of key \(name)") { () throws in
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO mailgate_keys (name, fingerprint) VALUES (?, ?)
+                    ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint
+                    """, arguments: [name, Data(fingerprint)])
+            }
+        }
+    }
+}
