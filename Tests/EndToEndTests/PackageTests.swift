@@ -45,6 +45,7 @@ struct PackageTests {
     static let expectedDepends: Set<String> = [
         "adduser", "libc6", "libgcc-s1", "libstdc++6", "libfcgi0ldbl", "libssl3", "libsqlite3-0",
         "libcurl4",  // the OAuth2 token endpoint client (CCurl)
+        "libpq5",  // the PostgreSQL store's client (CPostgreSQL)
     ]
 
     @Test func holdsExactlyTheListedFilesOwnedByRoot() throws {
@@ -112,7 +113,7 @@ struct PackageTests {
                         "libxml2", "libicu"] {
             #expect(!ldd.contains(library), "\(library) is linked in, not loaded: ldd:\n\(ldd)")
         }
-        for library in ["libfcgi.so.0", "libssl.so.3", "libcrypto.so.3", "libsqlite3.so.0", "libcurl.so.4"] {
+        for library in ["libfcgi.so.0", "libssl.so.3", "libcrypto.so.3", "libsqlite3.so.0", "libcurl.so.4", "libpq.so.5"] {
             #expect(ldd.contains(library), "ldd names \(library):\n\(ldd)")
         }
         let dynamic = try package.run("/usr/bin/objdump", ["-p", package.binary])

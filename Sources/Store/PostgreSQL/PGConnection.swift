@@ -270,17 +270,16 @@ final class PGConnection: @unchecked Sendable {  // used only by the thread that
     // MARK: The connection
 
     /// The live connection, made (again) if there is none or it broke.
-    /// An idle connection whose socket is readable has been closed by the
-    /// server (a restart sends FATAL and FIN): it is read, and replaced
-    /// before use, so a restart costs no request an error.
+    /// Between calls the server has nothing to say to an idle connection
+    /// (the store does not LISTEN); a socket readable then is one the
+    /// server is closing (a restart or shutdown sends FATAL, then FIN,
+    /// which libpq may not have read yet). It is replaced before use, so
+    /// a restart costs no request an error. One poll(2), no round trip.
     private func connected(_ operation: String) throws(StoreError) -> OpaquePointer {
         if let connection {
             if PQstatus(connection) == CONNECTION_OK {
                 var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
-                let ready = poll(&descriptor, 1, 0)
-                if ready == 0 || (ready > 0 && PQconsumeInput(connection) != 0 && PQstatus(connection) == CONNECTION_OK) {
-                    return connection
-                }
+                if poll(&descriptor, 1, 0) == 0 { return connection }
             }
             drop()
         }
