@@ -134,6 +134,20 @@ import Crypto
         #expect(!(unparsable?.description.contains("hunter2") ?? true))
     }
 
+    /// A server that takes the connection but never answers (a host gone
+    /// quiet): connect_timeout ends the wait, as `.unavailable`.
+    @Test func aServerThatNeverAnswersIsUnavailableNotAHang() throws {
+        let silent = try boundLoopbackSocket(listen: 16)   // the kernel accepts; nobody reads
+        defer { close(silent.fd) }
+        let store = try PostgresStore(uri: "postgresql://mailgate@127.0.0.1:\(silent.port)/mailgate?sslmode=disable",
+                                      secretBox: try #require(Self.box), migrate: false, connectTimeout: 2)
+        let error = #expect(throws: StoreError.self) { try store.credentials(for: "alice") }
+        guard case .unavailable? = error else {
+            Issue.record("not .unavailable: \(String(describing: error))")
+            return
+        }
+    }
+
     @Test(arguments: [
         ("postgresql://user:secret@host:5432/db", "postgresql://user:<redacted>@host:5432/db"),
         ("postgres://user:p%40ss@host/db?sslmode=require", "postgres://user:<redacted>@host/db?sslmode=require"),
