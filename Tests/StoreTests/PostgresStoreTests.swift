@@ -148,6 +148,24 @@ import Crypto
         }
     }
 
+    /// Every connection carries the statement timeout: a statement that
+    /// runs past it is cancelled by the server, `.unavailable` (worth a
+    /// retry), and the connection stays usable.
+    @Test func everyConnectionHasTheStatementTimeout() throws {
+        let uri = try PostgresCluster.shared().newDatabase()
+        let connection = PGConnection(settings: try PGConnectionSettings(conninfo: uri, connectTimeout: 5,
+                                                                         statementTimeout: 0.5))
+        let setting = try connection.run(PGStatement("timeout", "SELECT current_setting('statement_timeout')"), [], "read")
+        #expect(try setting.text(0, 0) == "500ms")
+        #expect {
+            try connection.run(PGStatement("sleep", "SELECT pg_sleep(5)"), [], "sleep")
+        } throws: { error in
+            guard case .unavailable(let message) = error as? StoreError else { return false }
+            return message.contains("57014")
+        }
+        #expect(try connection.run(PGStatement("one", "SELECT 1"), [], "after").int(0, 0) == 1)
+    }
+
     @Test(arguments: [
         ("postgresql://user:secret@host:5432/db", "postgresql://user:<redacted>@host:5432/db"),
         ("postgres://user:p%40ss@host/db?sslmode=require", "postgres://user:<redacted>@host/db?sslmode=require"),
