@@ -90,6 +90,8 @@ enum ErrorCode: String, Sendable, CaseIterable {
     case oauthUnavailable = "oauth_unavailable"
     /// 504: the token endpoint did not answer in time; nothing was sent.
     case oauthTimeout = "oauth_timeout"
+    /// 503: the store (PostgreSQL) cannot be reached; nothing was done.
+    case storeUnavailable = "store_unavailable"
     /// 503: `GET /health` found the store unreadable.
     case unhealthy = "unhealthy"
     /// 500: something failed on our side (details in the log only).

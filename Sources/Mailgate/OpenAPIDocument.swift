@@ -254,7 +254,7 @@ public enum OpenAPIDocument {
             }
           },
           "503": {
-            "description": "Every password-check slot (`serve --kdf-concurrency`) stayed busy for 2 s.",
+            "description": "Every password-check slot (`serve --kdf-concurrency`) stayed busy for 2 s (`login_busy`), or the store (PostgreSQL) cannot be reached (`store_unavailable`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -266,7 +266,8 @@ public enum OpenAPIDocument {
                       "properties": {
                         "code": {
                           "enum": [
-                            "login_busy"
+                            "login_busy",
+                            "store_unavailable"
                           ]
                         }
                       }
@@ -656,7 +657,7 @@ public enum OpenAPIDocument {
             }
           },
           "503": {
-            "description": "The SMTP server is unavailable for now: 4xx or 421, its name not found, the connection refused or lost before the message was handed over (`smtp_unavailable`); or an OAuth2 integration's token endpoint is unreachable or failing (`oauth_unavailable`). Nothing was sent; retry after `Retry-After`.",
+            "description": "The SMTP server is unavailable for now: 4xx or 421, its name not found, the connection refused or lost before the message was handed over (`smtp_unavailable`); or an OAuth2 integration's token endpoint is unreachable or failing (`oauth_unavailable`); or the store (PostgreSQL) cannot be reached (`store_unavailable`). Nothing was sent; retry after `Retry-After`.",
             "content": {
               "application/json": {
                 "schema": {
@@ -669,7 +670,8 @@ public enum OpenAPIDocument {
                         "code": {
                           "enum": [
                             "smtp_unavailable",
-                            "oauth_unavailable"
+                            "oauth_unavailable",
+                            "store_unavailable"
                           ]
                         }
                       }
@@ -1250,6 +1252,7 @@ public enum OpenAPIDocument {
           "oauth_failed",
           "oauth_unavailable",
           "oauth_timeout",
+          "store_unavailable",
           "unhealthy",
           "internal_error"
         ]

@@ -127,8 +127,18 @@ extension Application {
         }
     }
 
+    /// Retry-After of a 503 `store_unavailable`, seconds.
+    static let storeRetryAfter = 5
+
+    /// A failure on our side: 500, details in the log only. A store that
+    /// cannot be reached (PostgreSQL down or restarting) is 503 instead:
+    /// nothing was done, and a retry after a moment will likely work.
     func internalError(_ what: String, _ error: any Error) -> APIError {
         logger.error("\(what): \(error)")
+        if let error = error as? StoreError, case .unavailable = error {
+            return APIError(503, .storeUnavailable, "Store unavailable; try again shortly",
+                            headers: [("Retry-After", String(Self.storeRetryAfter))])
+        }
         return APIError(500, .internalError, "Internal server error")
     }
 }

@@ -27,7 +27,7 @@ struct MailgateCommand: ParsableCommand {
               mailgate serve --socket /run/mailgate/mailgate.sock
             """,
         version: BuildInfo.versionLine,
-        subcommands: [Init.self, Serve.self, UserCommand.self, IntegrationCommand.self, TokenCommand.self,
+        subcommands: [Init.self, Migrate.self, Serve.self, UserCommand.self, IntegrationCommand.self, TokenCommand.self,
                       OpenAPICommand.self])
 }
 
@@ -45,7 +45,11 @@ struct OpenAPICommand: ParsableCommand {
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create the data directory, the database and both key files (mode 0600).",
-        discussion: "Existing keys and data are kept, so running it twice is harmless.")
+        discussion: """
+            Existing keys and data are kept, so running it twice is harmless. With --store postgresql://... \
+            it creates the schema in that database (the keys stay files here) and records the keys' \
+            fingerprints; a second host then needs a copy of this directory's token.key and secret.key.
+            """)
 
     @OptionGroup var data: DataDirectoryOptions
 
@@ -65,10 +69,30 @@ struct Init: ParsableCommand {
                 print("created key \(path) (\(length) random bytes, mode 0600)")
             }
         }
-        let existed = fileManager.fileExists(atPath: data.databasePath)
-        _ = try SQLiteStore(path: data.databasePath, secretBox: SecretBox(key: KeyFile.load(at: data.secretKeyPath)))
-        chmod(data.databasePath, 0o600)
-        print(existed ? "database \(data.databasePath) is up to date" : "created database \(data.databasePath)")
+        let location = try data.storeLocation()
+        switch location {
+        case .sqlite(let file):
+            let existed = fileManager.fileExists(atPath: file)
+            try data.checkKeys(of: data.openStore(create: true))
+            chmod(file, 0o600)
+            print(existed ? "database \(file) is up to date" : "created database \(file)")
+        case .postgresql:
+            try data.checkKeys(of: data.openStore(create: true))
+            print("schema of \(location.displayName) is up to date; every host needs this directory's token.key and secret.key")
+        }
+    }
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply the store's new schema migrations (each is named and recorded; applied ones are skipped).",
+        discussion: "`serve` and every command apply them too when they open a SQLite store; a PostgreSQL store shared by several hosts is migrated by this command (or `init`), once.")
+
+    @OptionGroup var data: DataDirectoryOptions
+
+    func run() throws {
+        try data.checkKeys(of: data.openStore(create: true))
+        print("\(try data.storeLocation().displayName) is up to date")
     }
 }
 

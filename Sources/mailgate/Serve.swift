@@ -109,6 +109,7 @@ struct Serve: ParsableCommand {
         let signer = try data.tokenSigner()
         // A request waits at most 5 s for another writer, then answers 500.
         let store = try data.openStore(busyTimeout: 5)
+        try data.checkKeys(of: store)
 
         var configuration = AppConfiguration()
         configuration.basePath = basePath

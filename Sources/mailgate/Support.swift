@@ -26,11 +26,45 @@ struct PasswordHashOptions: ParsableArguments {
     var hasher: PasswordHasher { PasswordHasher(iterations: iterations) }
 }
 
-/// Where Mailgate keeps its state: the SQLite database and two key files.
+/// Where the state lives: the data directory's SQLite file (the default),
+/// another SQLite file, or a PostgreSQL database several hosts share.
+enum StoreLocation: Equatable {
+    case sqlite(path: String)
+    /// A libpq connection URI (`postgresql://` or `postgres://`).
+    case postgresql(uri: String)
+
+    /// `sqlite:PATH` or a libpq URI; anything else is refused with a message.
+    init(parsing text: String) throws {
+        if text.hasPrefix("sqlite:") {
+            let path = String(text.dropFirst("sqlite:".count))
+            guard !path.isEmpty else { throw ValidationError("--store sqlite:PATH needs a path") }
+            self = .sqlite(path: path)
+        } else if text.hasPrefix("postgresql://") || text.hasPrefix("postgres://") {
+            self = .postgresql(uri: text)
+        } else {
+            throw ValidationError("--store must be sqlite:PATH or a PostgreSQL URI (postgresql://user@host:5432/db)")
+        }
+    }
+
+    /// For messages: a PostgreSQL URI without its password.
+    var displayName: String {
+        switch self {
+        case .sqlite(let path): "sqlite:\(path)"
+        case .postgresql(let uri): PostgresStore.redacted(uri)
+        }
+    }
+}
+
+/// Where Mailgate keeps its state: two key files in the data directory, and
+/// the store (`--store`, default the directory's SQLite database).
 struct DataDirectoryOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"),
-            help: "Data directory (database and key files). Default: $MAILGATE_DATA_DIR or /var/lib/mailgate.")
+            help: "Data directory (key files, and the SQLite database by default). Default: $MAILGATE_DATA_DIR or /var/lib/mailgate.")
     var dataDir: String?
+
+    @Option(name: .customLong("store"),
+            help: "The store: sqlite:PATH or a PostgreSQL URI (postgresql://user@host:5432/mailgate?sslmode=verify-full) that several hosts share. Default: $MAILGATE_STORE, else the data directory's mailgate.sqlite.")
+    var store: String?
 
     var path: String {
         dataDir ?? ProcessInfo.processInfo.environment["MAILGATE_DATA_DIR"] ?? "/var/lib/mailgate"
@@ -41,18 +75,52 @@ struct DataDirectoryOptions: ParsableArguments {
     /// AES-256-GCM key for SMTP passwords and OAuth2 secrets at rest.
     var secretKeyPath: String { path + "/secret.key" }
 
-    /// `busyTimeout`: how long a write waits for another process's (see
-    /// `SQLiteStore`); commands wait a minute, `serve` passes its own.
-    func openStore(busyTimeout: TimeInterval = 60) throws -> any Store {
-        guard FileManager.default.fileExists(atPath: databasePath) else {
-            throw ValidationError("no database at \(databasePath); run `mailgate init --data-dir \(path)` first")
+    func storeLocation() throws -> StoreLocation {
+        guard let text = store ?? ProcessInfo.processInfo.environment["MAILGATE_STORE"], !text.isEmpty else {
+            return .sqlite(path: databasePath)
         }
-        let secretKey = try KeyFile.load(at: secretKeyPath, minimumLength: 32)
-        return try SQLiteStore(path: databasePath, secretBox: SecretBox(key: secretKey), busyTimeout: busyTimeout)
+        return try StoreLocation(parsing: text)
+    }
+
+    /// `busyTimeout`: how long a SQLite write waits for another process's
+    /// (see `SQLiteStore`); commands wait a minute, `serve` passes its own.
+    /// `create`: make the database (`init`); otherwise it must exist.
+    func openStore(busyTimeout: TimeInterval = 60, create: Bool = false) throws -> any Store {
+        let location = try storeLocation()
+        if case .sqlite(let file) = location, !create, !FileManager.default.fileExists(atPath: file) {
+            throw ValidationError("no database at \(file); run `mailgate init --data-dir \(path)` first")
+        }
+        let box = try SecretBox(key: KeyFile.load(at: secretKeyPath, minimumLength: 32))
+        switch location {
+        case .sqlite(let file):
+            return try SQLiteStore(path: file, secretBox: box, busyTimeout: busyTimeout)
+        case .postgresql(let uri):
+            return try PostgresStore(uri: uri, secretBox: box, migrate: create)
+        }
     }
 
     func tokenSigner() throws -> TokenSigner {
         try TokenSigner(key: KeyFile.load(at: tokenKeyPath, minimumLength: TokenSigner.minimumKeyLength))
+    }
+
+    /// Refuses a store initialised with other keys (every host must have the
+    /// same two files); records this directory's when it has none yet.
+    /// Only fingerprints are stored: SHA-256 of a fixed label and the key.
+    func checkKeys(of store: any Store) throws {
+        for (name, path) in [("token.key", tokenKeyPath), ("secret.key", secretKeyPath)] {
+            let key = try KeyFile.load(at: path, minimumLength: 32)
+            let fingerprint = try Crypto.sha256(Array("mailgate key fingerprint v1\u{0}\(name)\u{0}".utf8) + key)
+            if let stored = try store.keyFingerprint(named: name) {
+                guard stored == fingerprint else {
+                    throw ValidationError("""
+                        the store was initialised with other keys than \(path): every host needs the same \
+                        token.key and secret.key (copy them from the first host)
+                        """)
+                }
+            } else {
+                try store.setKeyFingerprint(named: name, fingerprint)
+            }
+        }
     }
 }
 

@@ -19,7 +19,7 @@ import Testing
         "too_many_recipients", "header_not_allowed", "invalid_attachment", "message_too_large",
         "invalid_idempotency_key", "idempotency_key_reused", "idempotency_key_in_flight",
         "smtp_auth_failed", "delivery_unknown",
-        "oauth_reauthorize", "oauth_failed", "oauth_unavailable", "oauth_timeout",
+        "oauth_reauthorize", "oauth_failed", "oauth_unavailable", "oauth_timeout", "store_unavailable",
     ]
 
     @Test func codesAreTheDocumentedSnakeCaseNames() {
