@@ -129,7 +129,7 @@ struct SeveralHostsTests {
         let named = try await hosts.token(user.name, name: "cron")
         #expect(try await hosts.send(via: hosts.a, token: named, subject: uniqueMarker("named")).status == 200)
         let list = try await hosts.cli(["token", "list", user.name])
-        let id = try #require(list.split(separator: "\n").dropFirst().first?.split(separator: " ").first.map(String.init))
+        let id = try #require(list.split(separator: "\n").dropFirst().first?.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init))
         _ = try await hosts.cli(["token", "revoke", id])
         #expect(try await hosts.refusedWithin(1, via: hosts.b, token: named))
         #expect(try await hosts.refusedWithin(1, via: hosts.a, token: named))

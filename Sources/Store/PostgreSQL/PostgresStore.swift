@@ -74,6 +74,9 @@ public final class PostgresStore: Store, CustomStringConvertible {
     /// The database, password redacted.
     public var description: String { "PostgresStore(\(settings.redacted))" }
 
+    /// A connection URI as it may be shown: any password replaced by `<redacted>`.
+    public static func redacted(_ uri: String) -> String { PGConnectionSettings.redact(uri) }
+
     private typealias SQL = PostgresStatements
 
     // MARK: Users
