@@ -11,6 +11,8 @@
 # /fastcgi-baseline is the FastCGI ceiling: Benchmarks/noop-responder.c, a
 # libfcgi responder with 16 threads that reads the body and answers at once,
 # built here with cc and run right before Mailgate at the same load.
+# With Debian's postgresql installed, the send runs again right after on a
+# PostgreSQL store (a throwaway cluster, a second serve and nginx): issue 14's row.
 # for N in 16 64, and prints a table: sends/s, p50/p99, non-2xx, socket errors,
 # Mailgate's peak RSS (VmHWM, reset before each run), and the messages the sink
 # counted against the 200 answers (must be equal).
@@ -52,6 +54,10 @@ cleanup() {
     trap - EXIT INT TERM
     [ -z "${wrk_pid:-}" ] || kill -TERM "$wrk_pid" 2>/dev/null || true
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    if [ -n "${pg_dir:-}" ]; then
+        "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+        rm -rf "$pg_dir"
+    fi
     for pid in "${pids[@]}"; do   # up to 5 s each for a clean stop, then KILL
         for _ in $(seq 50); do running "$pid" || break; sleep 0.1; done
         ! running "$pid" || kill -KILL "$pid" 2>/dev/null || true
@@ -181,12 +187,52 @@ cc -O2 -o "$tmp/noop-responder" "$root/Benchmarks/noop-responder.c" -lfcgi -lpth
 noop_pid=$!; pids+=("$noop_pid")
 for _ in $(seq 200); do [ -S "$noop_socket" ] && break; alive "$noop_pid" "noop-responder"; sleep 0.05; done
 
+# --- the same send on a PostgreSQL store (issue 14's row) -----------------------
+# A throwaway cluster (Debian's postgresql; skipped with a note without it),
+# synchronous_commit=off as SQLite's WAL with synchronous=NORMAL does not
+# wait for the disk either; a second `mailgate serve` on it (same keys, its
+# own user and token) behind a second nginx, measured right after the
+# SQLite run at each load.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+pg_dir= as_pg=() pg_socket= pg_url=
+if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ]; then
+    pg_dir=$(mktemp -d /tmp/mailgate-bench-pg.XXXXXX)
+    if [ "$(id -u)" = 0 ]; then chown postgres "$pg_dir"; as_pg=(runuser -u postgres --); fi
+    pg_port=$(free_port)
+    "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U mailgate >"$tmp/initdb.log" 2>&1 \
+        || die "initdb failed: $(tail -n 3 "$tmp/initdb.log")"
+    "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w -o \
+        "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200" \
+        start >/dev/null || die "PostgreSQL did not start: $(tail -n 3 "$pg_dir/log")"
+    "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U mailgate mailgate || die "createdb failed"
+    pg_uri="postgresql://mailgate@127.0.0.1:$pg_port/mailgate"
+    "$bin" init --data-dir "$data" --store "$pg_uri" >/dev/null
+    "$bin" user add bench --data-dir "$data" --store "$pg_uri" <"$tmp/password" >/dev/null
+    "$bin" integration set bench --data-dir "$data" --store "$pg_uri" --host 127.0.0.1 --port "$sink_port" \
+        --security none --from bench@localhost --from-name "Mailgate bench" >/dev/null
+    pg_token=$("$bin" token issue bench --data-dir "$data" --store "$pg_uri" --ttl 1d)
+    pg_socket=$tmp/mailgate-pg.sock
+    "$bin" serve --data-dir "$data" --store "$pg_uri" --socket "$pg_socket" "${cap_args[@]}" ${MAILGATE_SERVE_ARGS:-} \
+        2>"$tmp/mailgate-pg.log" &
+    pg_mailgate_pid=$!; pids+=("$pg_mailgate_pid")
+    for _ in $(seq 200); do [ -S "$pg_socket" ] && break; alive "$pg_mailgate_pid" "mailgate serve (PostgreSQL)"; sleep 0.05; done
+fi
+
 # --- nginx ------------------------------------------------------------------
 port=$(free_port)
 "$root/nginx/local/render-conf.sh" "$tmp/nginx" "$port" "$socket" 50r/s "$workers" off "$noop_socket"
 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" 2>>"$tmp/nginx/error.log" &
 nginx_pid=$!; pids+=("$nginx_pid")
 wait_port "$port"; alive "$nginx_pid" nginx
+
+if [ -n "$pg_socket" ]; then
+    pg_port_http=$(free_port)
+    "$root/nginx/local/render-conf.sh" "$tmp/nginx-pg" "$pg_port_http" "$pg_socket" 50r/s "$workers" off "$noop_socket"
+    nginx -p "$tmp/nginx-pg" -c "$tmp/nginx-pg/nginx.conf" 2>>"$tmp/nginx-pg/error.log" &
+    pids+=($!)
+    wait_port "$pg_port_http"
+    pg_url=http://127.0.0.1:$pg_port_http/smtp/send-email
+fi
 
 base=http://127.0.0.1:$port
 send_url=$base/smtp/send-email
@@ -251,6 +297,10 @@ run_wrk() { # name mode conns seconds url -> $tmp/NAME.out; sets B_* from the BE
 # Warm-up (not reported): fills the SMTP pool and the page cache.
 run_wrk warmup send 16 2 "$send_url"
 alive "$mailgate_pid" "mailgate serve"
+if [ -n "$pg_url" ]; then   # also each worker's PostgreSQL connection and prepared statements
+    BENCH_TOKEN=$pg_token run_wrk warmup-pg send 16 2 "$pg_url"
+    alive "$pg_mailgate_pid" "mailgate serve (PostgreSQL)"
+fi
 
 declare -A rate p50 p99 non2xx sockerr statuses ok sink rss sessions answered inflight base_ok
 for c in $connections; do
@@ -281,6 +331,17 @@ for c in $connections; do
     p50[mg$c]=$B_p50_us p99[mg$c]=$B_p99_us non2xx[mg$c]=$B_non2xx statuses[mg$c]=$B_statuses
     sockerr[mg$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
     inflight[mg$c]=$((B_started - B_answered))
+
+    # The same load on the PostgreSQL store right after.
+    if [ -n "$pg_url" ]; then
+        sink_before=$(settled_sink_messages)
+        BENCH_TOKEN=$pg_token run_wrk "pg-c$c" send "$c" "$duration" "$pg_url"
+        alive "$pg_mailgate_pid" "mailgate serve (PostgreSQL)"
+        sink[pg$c]=$(( $(settled_sink_messages) - sink_before )) ok[pg$c]=$B_ok
+        rate[pg$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
+        p50[pg$c]=$B_p50_us p99[pg$c]=$B_p99_us non2xx[pg$c]=$B_non2xx statuses[pg$c]=$B_statuses
+        sockerr[pg$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
+    fi
 
     # The same load over TLS right after (pooled connections: the handshake
     # is paid once per connection, not per send).
@@ -339,6 +400,13 @@ for c in $connections; do
         "mailgate POST send-email" "$c" "$(num "${rate[mg$c]}")" "$(ms "${p50[mg$c]}")" "$(ms "${p99[mg$c]}")" \
         "${non2xx[mg$c]}" "${sockerr[mg$c]}" "$(mib "${rss[mg$c]}")" "${sink[mg$c]} / ${ok[mg$c]}"
 done
+if [ -n "$pg_url" ]; then
+    for c in $connections; do
+        printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+            "mailgate send, PostgreSQL" "$c" "$(num "${rate[pg$c]}")" "$(ms "${p50[pg$c]}")" "$(ms "${p99[pg$c]}")" \
+            "${non2xx[pg$c]}" "${sockerr[pg$c]}" "-" "${sink[pg$c]} / ${ok[pg$c]}"
+    done
+fi
 if [ -n "$tls_port" ]; then
     for c in $connections; do
         printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
@@ -355,11 +423,15 @@ for c in $connections; do
     per=$(awk -v m="${sink[mg$c]}" -v s="${sessions[mg$c]}" 'BEGIN { printf "%.0f", (s > 0 ? m / s : m) }')
     ceiling=$(awk -v a="${rate[mg$c]}" -v b="${rate[noop$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
     echo "-c$c: Mailgate = $ceiling of the no-op libfcgi responder, $frac of nginx return 200; ${sink[mg$c]} messages over ${sessions[mg$c]} new SMTP sessions (~$per per session)"
+    if [ -n "$pg_url" ]; then
+        echo "-c$c: PostgreSQL store: $(awk -v a="${rate[pg$c]}" -v b="${rate[mg$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }') of the SQLite store's rate (target: at least 80%)"
+    fi
     if [ -n "$tls_port" ]; then
         echo "-c$c: over TLS (stunnel, implicit TLS): $(awk -v a="${rate[tls$c]}" -v b="${rate[mg$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }') of the plain rate"
     fi
 done
 [ -n "$tls_port" ] || echo "TLS row skipped: stunnel4 is not installed (apt-get install stunnel4)"
+[ -n "$pg_url" ] || echo "PostgreSQL row skipped: no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)"
 echo
 echo "CPU during each run, % of one core ($(nproc) cores = $(( $(nproc) * 100 ))%), averaged over the wrk run; \"other\" is"
 echo "everything outside the benchmark (a busy machine makes every figure above worse); then CPU time per 2xx answer:"
@@ -396,6 +468,14 @@ for c in $connections; do
         status=1
     fi
     if [ "${statuses[tls$c]}" != "200:${ok[tls$c]}" ]; then echo "note TLS -c$c: answers by status: ${statuses[tls$c]}"; fi
+done
+for c in $connections; do
+    [ -n "$pg_url" ] || break
+    if [ "${sink[pg$c]}" != "${ok[pg$c]}" ]; then
+        echo "FAIL PostgreSQL -c$c: the sink received ${sink[pg$c]} messages for ${ok[pg$c]} 200 answers"
+        status=1
+    fi
+    if [ "${statuses[pg$c]}" != "200:${ok[pg$c]}" ]; then echo "note PostgreSQL -c$c: answers by status: ${statuses[pg$c]}"; fi
 done
 if [ "${sink[att]}" != "${ok[att]}" ]; then
     echo "FAIL attachments: the sink received ${sink[att]} messages for ${ok[att]} 200 answers"
