@@ -149,12 +149,16 @@ struct LoginTests {
         // lets the first request plus a burst of 5 through, then answers 429.
         let env = try await E2E.get()
         let aux = try await env.aux()
-        var statuses: [Int] = []
-        for _ in 0..<9 {
-            statuses.append(try await env.http(HTTP.request("GET", "/token"), port: aux.port).status)
+        // All 9 at once: sent one after another on a loaded machine they
+        // spread over more than the 6 s in which the zone earns a new request.
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<9 {
+                group.addTask { try await env.http(HTTP.request("GET", "/token"), port: aux.port).status }
+            }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
         }
-        #expect(statuses.prefix(6).allSatisfy { $0 == 405 }, "\(statuses)")
-        #expect(statuses.suffix(2).allSatisfy { $0 == 429 }, "\(statuses)")
+        #expect(statuses.filter { $0 == 405 }.count == 6, "\(statuses)")
+        #expect(statuses.filter { $0 == 429 }.count == 3, "\(statuses)")
         // Other locations are not limited.
         let send = try await env.http(HTTP.request("GET", "/smtp/send-email"), port: aux.port)
         #expect(send.status == 405)
