@@ -17,6 +17,8 @@
 //   OAuth2Credentials.swift
 //                          an OAuth2 login's client and grant; provider presets
 //   PasswordSeal.swift     SMTP passwords and OAuth2 secrets at rest (AES-256-GCM)
+//   StoreRecords.swift     the durable records as stored, for copying a
+//                          store to another (`mailgate store copy`)
 //   SQLite/                schema and migrations, GRDB records, the store,
 //                          the per-request credentials reader
 //   PostgreSQL/            the libpq connection (one per thread, bounded
@@ -196,6 +198,19 @@ public protocol Store: Sendable {
     /// caller computes it (a keyed hash of the key with a fixed label);
     /// the store never sees a key.
     func setKeyFingerprint(named name: String, _ fingerprint: [UInt8]) throws(StoreError)
+
+    // MARK: Copying between stores
+
+    /// The durable records (see `StoreRecords`: what is and is not copied),
+    /// read as one consistent snapshot, sealed values as stored.
+    func exportRecords() throws(StoreError) -> StoreRecords
+    /// Writes `records` into this store in one transaction: all of them or
+    /// nothing. Refuses (`.targetNotEmpty`, nothing written) a store that
+    /// already holds a user or a removed user's token version, and
+    /// (`.keyMismatch`) one that records another fingerprint for a key the
+    /// records have. Sealed values are written as they are: they open only
+    /// with the `secret.key` they were sealed with.
+    func importRecords(_ records: StoreRecords) throws(StoreError)
 }
 
 /// The rules for recorded key fingerprints, the same on every backend.

@@ -38,6 +38,13 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     /// the database refused); the application answers 503. Names the
     /// operation and the server (its password redacted), never parameters.
     case unavailable(String)
+    /// `importRecords` into a store that already holds users (or the token
+    /// versions of removed ones): records are only copied into an empty
+    /// store, never merged.
+    case targetNotEmpty
+    /// `importRecords` into a store that records another fingerprint for
+    /// this key (e.g. "secret.key"): it was initialised with other key files.
+    case keyMismatch(String)
 
     public var description: String {
         switch self {
@@ -60,6 +67,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .crypto(let message): return "encryption failed: \(message)"
         case .database(let message): return "database error: \(message)"
         case .unavailable(let message): return "database unavailable: \(message)"
+        case .targetNotEmpty:
+            return "the target store is not empty (it holds users, or token versions of removed users); copy only into a new, empty store"
+        case .keyMismatch(let name):
+            return "the target store was initialised with another \(name) than the records copied: every store and host needs the same key files"
         }
     }
 }

@@ -28,6 +28,7 @@ struct MailgateCommand: ParsableCommand {
             """,
         version: BuildInfo.versionLine,
         subcommands: [Init.self, Migrate.self, Serve.self, UserCommand.self, IntegrationCommand.self, TokenCommand.self,
+                      StoreCommand.self,
                       OpenAPICommand.self])
 }
 

@@ -33,16 +33,28 @@ enum StoreLocation: Equatable {
     /// A libpq connection URI (`postgresql://` or `postgres://`).
     case postgresql(uri: String)
 
-    /// `sqlite:PATH` or a libpq URI; anything else is refused with a message.
-    init(parsing text: String) throws {
+    /// `sqlite:PATH` or a libpq URI; anything else is refused with a
+    /// message naming `option`.
+    init(parsing text: String, option: String = "--store") throws {
         if text.hasPrefix("sqlite:") {
             let path = String(text.dropFirst("sqlite:".count))
-            guard !path.isEmpty else { throw ValidationError("--store sqlite:PATH needs a path") }
+            guard !path.isEmpty else { throw ValidationError("\(option) sqlite:PATH needs a path") }
             self = .sqlite(path: path)
         } else if text.hasPrefix("postgresql://") || text.hasPrefix("postgres://") {
             self = .postgresql(uri: text)
         } else {
-            throw ValidationError("--store must be sqlite:PATH or a PostgreSQL URI (postgresql://user@host:5432/db)")
+            throw ValidationError("\(option) must be sqlite:PATH or a PostgreSQL URI (postgresql://user@host:5432/db)")
+        }
+    }
+
+    /// Opens the store (a SQLite file is created if missing; a PostgreSQL
+    /// schema is created or migrated only with `create`).
+    func open(secretBox: SecretBox, busyTimeout: TimeInterval = 60, create: Bool = false) throws -> any Store {
+        switch self {
+        case .sqlite(let file):
+            return try SQLiteStore(path: file, secretBox: secretBox, busyTimeout: busyTimeout)
+        case .postgresql(let uri):
+            return try PostgresStore(uri: uri, secretBox: secretBox, migrate: create)
         }
     }
 
@@ -71,9 +83,9 @@ struct DataDirectoryOptions: ParsableArguments {
     }
     var databasePath: String { path + "/mailgate.sqlite" }
     /// HMAC key for tokens.
-    var tokenKeyPath: String { path + "/token.key" }
+    var tokenKeyPath: String { keys.tokenKeyPath }
     /// AES-256-GCM key for SMTP passwords and OAuth2 secrets at rest.
-    var secretKeyPath: String { path + "/secret.key" }
+    var secretKeyPath: String { keys.secretKeyPath }
 
     func storeLocation() throws -> StoreLocation {
         guard let text = store ?? ProcessInfo.processInfo.environment["MAILGATE_STORE"], !text.isEmpty else {
@@ -90,23 +102,42 @@ struct DataDirectoryOptions: ParsableArguments {
         if case .sqlite(let file) = location, !create, !FileManager.default.fileExists(atPath: file) {
             throw ValidationError("no database at \(file); run `mailgate init --data-dir \(path)` first")
         }
-        let box = try SecretBox(key: KeyFile.load(at: secretKeyPath, minimumLength: 32))
-        switch location {
-        case .sqlite(let file):
-            return try SQLiteStore(path: file, secretBox: box, busyTimeout: busyTimeout)
-        case .postgresql(let uri):
-            return try PostgresStore(uri: uri, secretBox: box, migrate: create)
-        }
+        return try location.open(secretBox: keys.secretBox(), busyTimeout: busyTimeout, create: create)
     }
 
     func tokenSigner() throws -> TokenSigner {
         try TokenSigner(key: KeyFile.load(at: tokenKeyPath, minimumLength: TokenSigner.minimumKeyLength))
     }
 
+    /// The directory's key files.
+    var keys: KeyFiles { KeyFiles(directory: path) }
+
     /// Refuses a store initialised with other keys (every host must have the
     /// same two files); records this directory's when it has none yet.
-    /// Only fingerprints are stored: SHA-256 of a fixed label and the key.
     func checkKeys(of store: any Store) throws {
+        try keys.check(store)
+    }
+}
+
+/// The two key files of a data directory (`token.key`, `secret.key`), apart
+/// from where the store is: `store copy` names two stores and one directory.
+struct KeyFiles {
+    let directory: String
+
+    /// HMAC key for tokens.
+    var tokenKeyPath: String { directory + "/token.key" }
+    /// AES-256-GCM key for SMTP passwords and OAuth2 secrets at rest.
+    var secretKeyPath: String { directory + "/secret.key" }
+
+    func secretBox() throws -> SecretBox {
+        try SecretBox(key: KeyFile.load(at: secretKeyPath, minimumLength: 32))
+    }
+
+    /// Refuses a store initialised with other keys (every host must have the
+    /// same two files); with `record`, records this directory's fingerprints
+    /// where the store has none yet, else leaves the store as it is.
+    /// Only fingerprints are stored: SHA-256 of a fixed label and the key.
+    func check(_ store: any Store, record: Bool = true) throws {
         for (name, path) in [("token.key", tokenKeyPath), ("secret.key", secretKeyPath)] {
             let key = try KeyFile.load(at: path, minimumLength: 32)
             let fingerprint = try Crypto.sha256(Array("mailgate key fingerprint v1\u{0}\(name)\u{0}".utf8) + key)
@@ -117,7 +148,7 @@ struct DataDirectoryOptions: ParsableArguments {
                         token.key and secret.key (copy them from the first host)
                         """)
                 }
-            } else {
+            } else if record {
                 try store.setKeyFingerprint(named: name, fingerprint)
             }
         }

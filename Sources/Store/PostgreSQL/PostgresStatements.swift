@@ -230,6 +230,39 @@ enum PostgresStatements {
         WHERE username = $1::text AND key = $2::bytea AND claim = $3::bytea AND status IS NULL
         """)
 
+    // MARK: Copying between stores (StoreRecords)
+
+    /// Ordered by bytes (the "C" collation), as SQLite's export is. Column
+    /// 0 the owner, 1-19 `integrationColumns`.
+    static let exportIntegrations = PGStatement("copy.integrations", """
+        SELECT u.username, i.user_id, i.host, i.port, i.security, i.username, i.password_sealed, i.from_address,
+               i.from_name, i.updated_at_ms, i.password_seal_version, i.auth, i.oauth2_provider, i.oauth2_token_url,
+               i.oauth2_authorization_url, i.oauth2_client_id, i.oauth2_client_secret_sealed,
+               i.oauth2_refresh_token_sealed, i.oauth2_scope, i.oauth2_tenant
+        FROM smtp_integrations i JOIN users u ON u.id = i.user_id ORDER BY u.username
+        """)
+    static let exportRemovedUsernames = PGStatement("copy.removed", """
+        SELECT username, next_token_version FROM removed_usernames ORDER BY username
+        """)
+    static let exportKeyFingerprints = PGStatement("copy.keys", "SELECT name, fingerprint FROM mailgate_keys ORDER BY name")
+    /// Whether the store holds anything `importRecords` would merge with.
+    static let isOccupied = PGStatement("copy.occupied", """
+        SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM removed_usernames)
+        """)
+    static let importUser = PGStatement("copy.user", """
+        INSERT INTO users (username, password_hash, is_disabled, token_version, created_at_ms, allowed_recipients,
+                           quota_per_minute, quota_per_hour, quota_per_day)
+        VALUES ($1::text, $2::text, $3::boolean, $4::bigint, $5::bigint, $6::text, $7::bigint, $8::bigint, $9::bigint)
+        RETURNING id
+        """)
+    static let importNamedToken = PGStatement("copy.token", """
+        INSERT INTO named_tokens (id, user_id, name, created_at_ms, expires_at_ms, last_used_day, revoked_at_ms)
+        VALUES ($1::text, $2::bigint, $3::text, $4::bigint, $5::bigint, $6::bigint, $7::bigint)
+        """)
+    static let importRemovedUsername = PGStatement("copy.removed.add", """
+        INSERT INTO removed_usernames (username, next_token_version) VALUES ($1::text, $2::bigint)
+        """)
+
     // MARK: Key fingerprints
 
     static let keyFingerprint = PGStatement("keys.get", "SELECT fingerprint FROM mailgate_keys WHERE name = $1::text")

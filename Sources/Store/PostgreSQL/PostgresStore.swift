@@ -569,7 +569,7 @@ public final class PostgresStore: Store, CustomStringConvertible {
 
     /// Runs `body` on this thread's connection, turning any error into a
     /// StoreError.
-    private func perform<T>(_ operation: String, _ body: (PGConnection) throws -> T) throws(StoreError) -> T {
+    func perform<T>(_ operation: String, _ body: (PGConnection) throws -> T) throws(StoreError) -> T {
         do {
             return try body(try connections.value())
         } catch {

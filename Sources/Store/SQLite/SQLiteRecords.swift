@@ -75,7 +75,7 @@ extension OAuth2Credentials.Provider: DatabaseValueConvertible {}
 
 /// A row of `smtp_integrations`: the integration with its password and
 /// OAuth2 secrets sealed.
-struct SMTPIntegrationRecord: FetchableRecord, TableRecord {
+struct SMTPIntegrationRecord: FetchableRecord, TableRecord, Equatable {
     static let databaseTableName = "smtp_integrations"
 
     enum Columns {
