@@ -108,7 +108,7 @@ struct Serve: ParsableCommand {
         // Refuse to start on unsafe keys before anything listens.
         let signer = try data.tokenSigner()
         // A request waits at most 5 s for another writer, then answers 500.
-        let store = try data.openStore(busyTimeout: 5)
+        let store = try data.openStore(busyTimeout: 5, serving: true)
         try data.checkKeys(of: store)
 
         var configuration = AppConfiguration()

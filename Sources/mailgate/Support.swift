@@ -48,13 +48,16 @@ enum StoreLocation: Equatable {
     }
 
     /// Opens the store (a SQLite file is created if missing; a PostgreSQL
-    /// schema is created or migrated only with `create`).
-    func open(secretBox: SecretBox, busyTimeout: TimeInterval = 60, create: Bool = false) throws -> any Store {
+    /// schema is created or migrated only with `create`). `serving`: the
+    /// server's store, which caches credentials between requests (SQLite
+    /// always does; PostgreSQL then listens for change notifications).
+    func open(secretBox: SecretBox, busyTimeout: TimeInterval = 60, create: Bool = false,
+              serving: Bool = false) throws -> any Store {
         switch self {
         case .sqlite(let file):
             return try SQLiteStore(path: file, secretBox: secretBox, busyTimeout: busyTimeout)
         case .postgresql(let uri):
-            return try PostgresStore(uri: uri, secretBox: secretBox, migrate: create)
+            return try PostgresStore(uri: uri, secretBox: secretBox, migrate: create, cacheCredentials: serving)
         }
     }
 
@@ -97,12 +100,12 @@ struct DataDirectoryOptions: ParsableArguments {
     /// `busyTimeout`: how long a SQLite write waits for another process's
     /// (see `SQLiteStore`); commands wait a minute, `serve` passes its own.
     /// `create`: make the database (`init`); otherwise it must exist.
-    func openStore(busyTimeout: TimeInterval = 60, create: Bool = false) throws -> any Store {
+    func openStore(busyTimeout: TimeInterval = 60, create: Bool = false, serving: Bool = false) throws -> any Store {
         let location = try storeLocation()
         if case .sqlite(let file) = location, !create, !FileManager.default.fileExists(atPath: file) {
             throw ValidationError("no database at \(file); run `mailgate init --data-dir \(path)` first")
         }
-        return try location.open(secretBox: keys.secretBox(), busyTimeout: busyTimeout, create: create)
+        return try location.open(secretBox: keys.secretBox(), busyTimeout: busyTimeout, create: create, serving: serving)
     }
 
     func tokenSigner() throws -> TokenSigner {

@@ -39,6 +39,47 @@ import Crypto
         #expect(try store.appliedMigrations() == PostgresSchema.migrations.map(\.name))
     }
 
+    /// `serve`'s store caches credentials, and a change made through
+    /// another store (another host, or the CLI) reaches it through the
+    /// change notifications: within a second, without a restart.
+    @Test func cachedCredentialsFollowChangesMadeElsewhere() async throws {
+        let t = try TemporaryStore(.postgresql)
+        _ = try t.store.addUser("alice", passwordHash: "h")
+        let serving = try PostgresStore(uri: t.uri, secretBox: try #require(Self.box), migrate: false,
+                                        cacheCredentials: true)
+        let other = t.store
+        // The listener connects in the background; until then reads go to the database.
+        try await Self.eventually("the listener connects", within: 15) { serving.listensForChanges }
+        #expect(try serving.credentials(for: "alice")?.user.isDisabled == false)
+        let before = try #require(try serving.credentials(for: "alice"))
+        try other.setDisabled(true, for: "alice")
+        try await Self.eventually("disabled") { try serving.credentials(for: "alice")?.user.isDisabled == true }
+        let disabled = try #require(try other.credentials(for: "alice"))
+        #expect(disabled.user.tokenVersion > before.user.tokenVersion, "disabling ends earlier tokens")
+        _ = try other.revokeTokens(for: "alice")
+        try await Self.eventually("tokens revoked") {
+            try serving.credentials(for: "alice")?.user.tokenVersion == disabled.user.tokenVersion + 1
+        }
+        try other.setIntegration(SMTPIntegration(host: "smtp.example.org", port: 587, security: .starttls,
+                                                 fromAddress: "a@example.org"), for: "alice")
+        try await Self.eventually("integration set") { try serving.credentials(for: "alice")?.integration?.host == "smtp.example.org" }
+        try other.removeUser("alice")
+        try await Self.eventually("user removed") { try serving.credentials(for: "alice") == nil }
+    }
+
+    /// Polls `condition` for up to `seconds` (the bound the issue sets for
+    /// a change to reach every host).
+    static func eventually(_ what: String, within seconds: Double = 1, _ condition: () throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while try !condition() {
+            guard Date() < deadline else {
+                Issue.record("\(what): not within \(seconds) s")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// Two hosts (two stores on one database), 8 threads each, one quota:
     /// exactly the limit is granted, and the table holds exactly that.
     @Test func aQuotaAcrossTwoHostsGrantsExactlyTheLimit() async throws {

@@ -226,6 +226,35 @@ final class PGConnection: @unchecked Sendable {  // used only by the thread that
         return try answer(operation)
     }
 
+    /// Waits up to `timeout` for notifications on the channels this
+    /// connection LISTENs to; returns how many arrived (0 on timeout).
+    /// Throws `.unavailable` when the connection is lost.
+    func awaitNotifications(timeout: Duration, _ operation: String) throws(StoreError) -> Int {
+        guard let connection, PQstatus(connection) == CONNECTION_OK else {
+            throw .unavailable("\(operation): not connected")
+        }
+        var count = drainNotifications(connection)
+        if count > 0 { return count }
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, milliseconds)
+        if ready < 0 && errno != EINTR { throw lost(operation, "poll") }
+        if ready > 0 {
+            guard PQconsumeInput(connection) != 0, PQstatus(connection) == CONNECTION_OK else { throw lost(operation, "PQconsumeInput") }
+            count = drainNotifications(connection)
+        }
+        return count
+    }
+
+    private func drainNotifications(_ connection: OpaquePointer) -> Int {
+        var count = 0
+        while let notification = PQnotifies(connection) {
+            PQfreemem(notification)
+            count += 1
+        }
+        return count
+    }
+
     /// Runs SQL without parameters (transaction control, migrations),
     /// unprepared; may hold several statements.
     func execute(_ sql: String, _ operation: String) throws {

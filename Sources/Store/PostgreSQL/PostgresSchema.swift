@@ -126,7 +126,28 @@ enum PostgresSchema {
                 fingerprint bytea NOT NULL CHECK (length(fingerprint) BETWEEN 1 AND 64)
             );
             """),
+        ("v2 change notifications", """
+            -- Every change to what a request's credentials are read from
+            -- (users: hash, disabled, token version, policy, quotas; their
+            -- integrations) notifies every listening host at commit, so
+            -- each can keep a credentials cache and drop it within
+            -- milliseconds (see ChangeListener). Per statement: one
+            -- notification however many rows changed.
+            CREATE FUNCTION mailgate_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('\(changeChannel)', '');
+                RETURN NULL;
+            END
+            $$;
+            CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON users
+                FOR EACH STATEMENT EXECUTE FUNCTION mailgate_notify_change();
+            CREATE TRIGGER smtp_integrations_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON smtp_integrations
+                FOR EACH STATEMENT EXECUTE FUNCTION mailgate_notify_change();
+            """),
     ]
+
+    /// The channel `v2 change notifications` notifies on.
+    static let changeChannel = "mailgate_changes"
 
     static let createMigrationsTable = """
         CREATE TABLE IF NOT EXISTS mailgate_migrations (

@@ -15,11 +15,25 @@ import Crypto
 /// - secrets are sealed by the same `PasswordSeal` calls with the same
 ///   associated data as SQLite's (`SMTPIntegrationRecord`), so sealed
 ///   bytes move between the backends as they are;
-/// - nothing is cached: see `credentials(for:)`.
+/// - `credentials(for:)`, on every request's path, is cached per thread
+///   only when asked (`serve`), and the cache is dropped on every change
+///   notification from the database (see `ChangeListener`).
 public final class PostgresStore: Store, CustomStringConvertible {
     private let settings: PGConnectionSettings
     private let seal: PasswordSeal
     private let connections: PerThread<PGConnection>
+    /// nil: no cache (the CLI: one command, a few reads).
+    private let changes: ChangeListener?
+    private let credentialsCaches: PerThread<CredentialsCache>
+
+    /// One thread's cached credentials, good for one generation of the
+    /// listener. Unknown names are cached too (nil).
+    final class CredentialsCache: @unchecked Sendable {  // used only by the thread that owns it (PerThread)
+        var generation: UInt64 = .max
+        var entries: [[UInt8]: Credentials?] = [:]
+        /// Bounded: a stream of tokens for many names cannot grow it without end.
+        static let maximumEntries = 10_000
+    }
 
     /// A store on the database `uri` names: a libpq connection URI
     /// (`postgresql://user@host:5432/mailgate?sslmode=verify-full`, or
@@ -34,13 +48,20 @@ public final class PostgresStore: Store, CustomStringConvertible {
     /// `connectTimeout` (seconds) is the URI's `connect_timeout` unless it
     /// sets one; `statementTimeout` bounds each statement on the server
     /// (a request should not wait long: 5 s, like SQLite's busy timeout).
+    ///
+    /// `cacheCredentials` (`serve`): keep each thread's credentials between
+    /// requests, dropped on every change notification (a thread and a
+    /// connection of its own LISTEN; see `ChangeListener`); while that
+    /// listener is not connected, every call reads the database.
     public init(uri: String, secretBox: SecretBox, migrate: Bool = true, connectTimeout: Int = 5,
-                statementTimeout: TimeInterval = 5) throws(StoreError) {
+                statementTimeout: TimeInterval = 5, cacheCredentials: Bool = false) throws(StoreError) {
         let settings = try PGConnectionSettings(conninfo: uri, connectTimeout: connectTimeout,
                                                 statementTimeout: statementTimeout)
         self.settings = settings
         seal = PasswordSeal(box: secretBox)
         connections = try PerThread { PGConnection(settings: settings) }
+        credentialsCaches = try PerThread { CredentialsCache() }
+        changes = cacheCredentials ? ChangeListener(settings: settings) : nil
         if migrate {
             let names = Set(try appliedMigrations())
             if !PostgresSchema.migrations.allSatisfy({ names.contains($0.name) }) {
@@ -48,6 +69,14 @@ public final class PostgresStore: Store, CustomStringConvertible {
             }
         }
     }
+
+    deinit {
+        changes?.stop()
+    }
+
+    /// True while credentials may be served from the cache: asked for, and
+    /// the change listener connected.
+    var listensForChanges: Bool { changes?.generation() != nil }
 
     /// Applies the migrations `uri`'s database lacks (`mailgate init` /
     /// `mailgate migrate`), on a connection of its own; safe to run from
@@ -311,6 +340,28 @@ public final class PostgresStore: Store, CustomStringConvertible {
     /// opened per request: microseconds of AES-GCM.
     public func credentials(for username: String) throws(StoreError) -> Credentials? {
         guard User.isValidUsername(username) else { return nil }
+        guard let changes, let generation = changes.generation() else { return try readCredentials(username) }
+        let cache: CredentialsCache
+        do {
+            cache = try credentialsCaches.value()
+        } catch {
+            return try readCredentials(username)
+        }
+        if cache.generation != generation {
+            cache.generation = generation
+            cache.entries.removeAll(keepingCapacity: true)
+        }
+        let key = Array(username.utf8)
+        if let hit = cache.entries[key] { return hit }
+        let fresh = try readCredentials(username)
+        // Read in this generation: a change committed meanwhile has moved
+        // it on (or will when its notification arrives), which drops this.
+        if cache.entries.count < CredentialsCache.maximumEntries { cache.entries[key] = .some(fresh) }
+        return fresh
+    }
+
+    /// One prepared join: the user, their policy and quotas, their integration.
+    private func readCredentials(_ username: String) throws(StoreError) -> Credentials? {
         let operation = "read credentials of \(username)"
         return try perform(operation) { connection throws -> Credentials? in
             let result = try connection.run(SQL.credentials, [.text(username)], operation)
