@@ -142,3 +142,27 @@ public enum LoginOutcome: Sendable, Equatable {
     /// mark is removed and nothing is counted.
     case abandoned
 }
+
+/// The times one login attempt is counted against, in stored milliseconds,
+/// the same on both backends: an attempt at `t` counts while
+/// `now < t + window`; attempts are kept for a day (or the window, if
+/// longer), then pruned.
+struct LoginAttemptWindow {
+    static let retentionMilliseconds: Int64 = 86_400_000
+
+    /// The attempt's time.
+    let at: Int64
+    /// The window's length (at most 366 days).
+    let window: Int64
+    /// Attempts after this count.
+    let start: Int64
+    /// Attempts older than `at - retention` are pruned.
+    let retention: Int64
+
+    init(now: Date, policy: LoginThrottlePolicy) {
+        at = StoredDate.milliseconds(now)
+        window = min(max(0, policy.window), 366 * 86_400) * 1000
+        start = at - window
+        retention = max(Self.retentionMilliseconds, window)
+    }
+}

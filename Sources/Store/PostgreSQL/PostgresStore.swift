@@ -449,9 +449,6 @@ public final class PostgresStore: Store, CustomStringConvertible {
 
     // MARK: Login throttling
 
-    /// Attempts are kept this long (or the window, if longer), then pruned.
-    private static let attemptRetentionMilliseconds: Int64 = 86_400_000
-
     /// One transaction holding the username's advisory lock: attempts on
     /// one name, from any host, count and mark one at a time.
     public func beginLoginAttempt(_ username: String, from client: LoginClient, at now: Date,
@@ -459,11 +456,8 @@ public final class PostgresStore: Store, CustomStringConvertible {
         guard User.isValidUsername(username) else {
             return .allowed(PendingLogin(username: username, client: client, markID: nil))
         }
-        // An attempt at `t` counts while `now < t + window`.
-        let at = StoredDate.milliseconds(now)
-        let window = min(max(0, policy.window), 366 * 86_400) * 1000
-        let windowStart = at - window
-        let retention = max(Self.attemptRetentionMilliseconds, window)
+        let counted = LoginAttemptWindow(now: now, policy: policy)
+        let at = counted.at, window = counted.window, windowStart = counted.start, retention = counted.retention
         let key = PGValue.bytes(client.bytes)
         let operation = "begin login attempt for \(username)"
         return try perform(operation) { connection throws -> LoginAttempt in

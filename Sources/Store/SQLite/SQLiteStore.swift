@@ -368,19 +368,13 @@ public final class SQLiteStore: Store {
 
     // MARK: Login throttling
 
-    /// Attempts are kept this long (or the window, if longer), then pruned.
-    private static let attemptRetentionMilliseconds: Int64 = 86_400_000
-
     public func beginLoginAttempt(_ username: String, from client: LoginClient, at now: Date,
                                   policy: LoginThrottlePolicy) throws(StoreError) -> LoginAttempt {
         guard User.isValidUsername(username) else {
             return .allowed(PendingLogin(username: username, client: client, markID: nil))
         }
-        // An attempt at `t` counts while `now < t + window`.
-        let at = StoredDate.milliseconds(now)
-        let window = min(max(0, policy.window), 366 * 86_400) * 1000
-        let windowStart = at - window
-        let retention = max(Self.attemptRetentionMilliseconds, window)
+        let counted = LoginAttemptWindow(now: now, policy: policy)
+        let at = counted.at, window = counted.window, windowStart = counted.start, retention = counted.retention
         let key = Data(client.bytes)
         return try perform("begin login attempt for \(username)") { () throws -> LoginAttempt in
             // BEGIN IMMEDIATE: the write lock is taken before the count, so
