@@ -20,14 +20,14 @@ import Synchronization
 /// the next host, starts from the newest one.
 public final class OAuthAccessTokens: Sendable {
     private let cache: AccessTokenCache
-    /// Each source with the one `SMTPAccessTokens` made for it (its identity is the pool's key).
-    private let sources: Mutex<[AccessTokenKey: (source: IntegrationTokenSource, tokens: SMTPAccessTokens)]>
-    private let owners: Owners
+    private let sources: Sources
     private let caFile: String?
 
-    /// Who a key's refresh token belongs to, for storing a rotated one.
-    private final class Owners: Sendable {
-        let table = Mutex<[AccessTokenKey: (user: String, owner: RefreshTokenOwner)]>([:])
+    /// Each key's source with the one `SMTPAccessTokens` made for it (its
+    /// identity is the pool's key). Shared with the rotation hook, which
+    /// finds there whose refresh token it stores.
+    private final class Sources: Sendable {
+        let table = Mutex<[AccessTokenKey: (source: IntegrationTokenSource, tokens: SMTPAccessTokens)]>([:])
     }
 
     /// - Parameters:
@@ -35,12 +35,11 @@ public final class OAuthAccessTokens: Sendable {
     ///   - refresh: replaces the HTTPS refresh (tests).
     public init(store: any Store, caFile: String?, logger: Logger,
                 refreshMargin: Duration = .seconds(60), refresh: AccessTokenCache.Refresh? = nil) {
-        let owners = Owners()
-        self.owners = owners
+        let sources = Sources()
+        self.sources = sources
         self.caFile = caFile
-        self.sources = Mutex([:])
         cache = AccessTokenCache(refreshMargin: refreshMargin, rotated: { key, refreshToken in
-            guard let entry = owners.table.withLock({ $0[key] }) else { return }
+            guard let entry = sources.table.withLock({ $0[key]?.source }) else { return }
             do {
                 try store.storeRefreshToken(refreshToken, for: entry.user, issuedTo: entry.owner, origin: .rotation)
                 logger.info("stored the rotated OAuth2 refresh token of \(entry.user)")
@@ -67,11 +66,11 @@ public final class OAuthAccessTokens: Sendable {
         } catch {
             throw .invalidIntegration("oauth2 token URL (\(error))")
         }
-        let owner = RefreshTokenOwner(tokenURL: stored.tokenURL, clientID: stored.clientID, mailbox: mailbox)
-        owners.table.withLock { $0[key] = (user, owner) }
-        let entry = sources.withLock { sources in
+        let entry = sources.table.withLock { sources in
             if let entry = sources[key] { return entry }
-            let source = IntegrationTokenSource(cache: cache, key: key, user: user)
+            // The key fixes the owner: the user, token URL, client id and mailbox.
+            let owner = RefreshTokenOwner(tokenURL: stored.tokenURL, clientID: stored.clientID, mailbox: mailbox)
+            let source = IntegrationTokenSource(cache: cache, key: key, user: user, owner: owner)
             let entry = (source: source, tokens: SMTPAccessTokens(source))
             sources[key] = entry
             return entry
@@ -89,13 +88,16 @@ private final class IntegrationTokenSource: SMTPAccessTokenSource {
     let cache: AccessTokenCache
     let key: AccessTokenKey
     let user: String
+    /// Whose grant the refresh token is (`storeRefreshToken` checks it).
+    let owner: RefreshTokenOwner
     /// The newest credentials the store gave; nil: no refresh token stored.
     private let credentials = Mutex<OAuthCredentials?>(nil)
 
-    init(cache: AccessTokenCache, key: AccessTokenKey, user: String) {
+    init(cache: AccessTokenCache, key: AccessTokenKey, user: String, owner: RefreshTokenOwner) {
         self.cache = cache
         self.key = key
         self.user = user
+        self.owner = owner
     }
 
     func update(_ newest: OAuthCredentials?) {
