@@ -50,6 +50,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from control_server import JSONControlHandler, start_control_server
+
 REDIRECT_URI = re.compile(r"^http://127\.0\.0\.1:[0-9]{1,5}/$")
 MAX_BODY = 64 * 1024
 
@@ -228,19 +230,7 @@ def make_oauth_handler(provider):
 
 
 def make_control_handler(provider):
-    class ControlHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
-
-        def log_message(self, fmt, *args):
-            pass
-
-        def answer(self, status, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class ControlHandler(JSONControlHandler):
 
         def do_GET(self):
             path = self.path.partition("?")[0]
@@ -317,10 +307,8 @@ def main():
     oauth.daemon_threads = True
     # The handshake happens in the request thread, so a stalled client holds up no one.
     oauth.socket = context.wrap_socket(oauth.socket, server_side=True, do_handshake_on_connect=False)
-    control = ThreadingHTTPServer(("127.0.0.1", 0), make_control_handler(provider))
-    control.daemon_threads = True
-    for server in (oauth, control):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=oauth.serve_forever, daemon=True).start()
+    control = start_control_server(make_control_handler(provider))
     print("PORT %d" % oauth.server_address[1], flush=True)
     print("CONTROL %d" % control.server_address[1], flush=True)
     sys.stdin.read()

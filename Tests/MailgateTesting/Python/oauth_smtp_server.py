@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from control_server import JSONControlHandler, start_control_server
 
 from aiosmtpd.smtp import SMTP, AuthResult, MISSING
 
@@ -150,19 +150,7 @@ class Handler:
 
 
 def make_control_handler(state):
-    class ControlHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
-
-        def log_message(self, fmt, *args):
-            pass
-
-        def answer(self, status, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class ControlHandler(JSONControlHandler):
 
         def do_GET(self):
             if self.path.partition("?")[0] == "/counters":
@@ -216,9 +204,7 @@ def main():
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     server = loop.run_until_complete(loop.create_server(factory, "127.0.0.1", 0))
-    control = ThreadingHTTPServer(("127.0.0.1", 0), make_control_handler(state))
-    control.daemon_threads = True
-    threading.Thread(target=control.serve_forever, daemon=True).start()
+    control = start_control_server(make_control_handler(state))
     print("PORT %d" % server.sockets[0].getsockname()[1], flush=True)
     print("CONTROL %d" % control.server_address[1], flush=True)
 
