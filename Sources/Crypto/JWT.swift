@@ -27,6 +27,18 @@ public struct TokenClaims: Sendable, Equatable {
         self.tokenID = tokenID
     }
 
+    /// A new id for a named token: 16 random bytes in base64url (unguessable,
+    /// so an id in a log or a list says which token without being one),
+    /// redrawn while it starts with `-` or `_`. An id is typed as a command
+    /// argument (`mailgate token revoke ID`), where a leading `-` reads as
+    /// an option; 1 draw in 32 would start with one of the two.
+    public static func newTokenID() throws(CryptoError) -> String {
+        while true {
+            let id = Base64.url.encode(try Crypto.randomBytes(16))
+            if let first = id.utf8.first, first != UInt8(ascii: "-"), first != UInt8(ascii: "_") { return id }
+        }
+    }
+
     /// A token id is 1-64 characters of the base64url alphabet.
     public static func isValidTokenID(_ id: some StringProtocol) -> Bool {
         (1...64).contains(id.utf8.count) && id.utf8.allSatisfy { byte in

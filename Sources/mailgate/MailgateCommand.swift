@@ -130,9 +130,7 @@ struct TokenCommand: ParsableCommand {
                                      notBefore: nil, version: user.tokenVersion)
             let signer = try data.tokenSigner()
             if let name {
-                // 16 random bytes: unguessable, so an id in a log or a list
-                // says which token without being one.
-                let id = Base64.url.encode(try Crypto.randomBytes(16))
+                let id = try TokenClaims.newTokenID()
                 _ = try store.addNamedToken(id: id, name: name, for: user.username,
                                             createdAt: Date(timeIntervalSince1970: TimeInterval(now)),
                                             expiresAt: Date(timeIntervalSince1970: TimeInterval(claims.expiresAt)))
@@ -181,7 +179,10 @@ struct TokenCommand: ParsableCommand {
             abstract: "Make one named token fail with 401 from the next request on; the user's other tokens keep working.")
 
         @OptionGroup var data: DataDirectoryOptions
-        @Argument(help: "The token's id (from `mailgate token list` or `token issue --name`).") var id: String
+        @Argument(help: """
+            The token's id (from `mailgate token list` or `token issue --name`). \
+            An id that starts with "-" (from an earlier version) goes after "--": token revoke -- ID.
+            """) var id: String
 
         func run() throws {
             try data.openStore().revokeNamedToken(id: id)

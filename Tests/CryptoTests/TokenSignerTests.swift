@@ -261,6 +261,19 @@ extension String {
         #expect(try verifyError(token) == .invalidClaim("jti"))
     }
 
+    /// A new id is valid, 22 characters, never starts with "-" or "_" (it is
+    /// typed as a command argument) and does not repeat.
+    @Test func newTokenIDsAreValidDistinctAndNeverStartLikeAnOption() throws {
+        var seen = Set<String>()
+        for _ in 0..<4_000 {
+            let id = try TokenClaims.newTokenID()
+            #expect(TokenClaims.isValidTokenID(id) && id.utf8.count == 22, "\(id)")
+            #expect(id.first != "-" && id.first != "_", "\(id)")
+            seen.insert(id)
+        }
+        #expect(seen.count == 4_000)
+    }
+
     @Test func signingRefusesAnUnusableTokenID() {
         #expect(throws: CryptoError.self) {
             try signer().sign(TokenClaims(subject: "a", issuedAt: now, expiresAt: now + 1, tokenID: "no spaces"))

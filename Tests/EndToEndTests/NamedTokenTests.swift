@@ -62,6 +62,9 @@ struct NamedTokenTests {
         let unknown = try await env.cliResult(["token", "revoke", "no-such-id"])
         #expect(!unknown.ok)
         #expect(unknown.stderr.contains("no named token with id no-such-id"), "\(unknown.stderr)")
+        // An id that starts with "-" (older versions could issue one) goes after "--".
+        let dashed = try await env.cliResult(["token", "revoke", "--", "-no-such-id"])
+        #expect(dashed.stderr.contains("no named token with id -no-such-id"), "\(dashed.stderr)")
         let badName = try await env.cliResult(["token", "issue", user.name, "--name", ""])
         #expect(badName.status == .exited(64))
         #expect(badName.stderr.contains("invalid token name"), "\(badName.stderr)")

@@ -229,7 +229,10 @@ final class E2E: Sendable {
         return try await blocking {
             E2E.cliSlots.wait()
             defer { E2E.cliSlots.signal() }
-            return try runTool(bin, arguments + ["--data-dir", data], in: dir, stdin: stdin.map { Array(($0 + "\n").utf8) })
+            // The option goes before a "--", after which everything is an argument.
+            var withData = arguments
+            withData.insert(contentsOf: ["--data-dir", data], at: arguments.firstIndex(of: "--") ?? arguments.endIndex)
+            return try runTool(bin, withData, in: dir, stdin: stdin.map { Array(($0 + "\n").utf8) })
         }
     }
 
