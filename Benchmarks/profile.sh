@@ -13,6 +13,9 @@
 #                                     /tmp/mailgate-profile) for callgrind_annotate
 #   Benchmarks/profile.sh perf-stat   task-clock and context switches per send
 #   Benchmarks/profile.sh perf-record perf record -g of the measured sends
+#   Benchmarks/profile.sh strace      system calls per send by name (strace -c),
+#                                     and every call with its thread and time
+#                                     in $PROFILE_OUT/strace.txt
 #
 # Environment: MAILGATE_BIN (default .build/release/mailgate), PROFILE_SENDS
 # (default 2000; callgrind 500), PROFILE_WARMUP (default 200),
@@ -24,7 +27,7 @@
 # each other, not with smtp-sink (aiosmtpd answers much more slowly).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-mode=${1:?usage: profile.sh callgrind|perf-stat|perf-record}
+mode=${1:?usage: profile.sh callgrind|perf-stat|perf-record|strace}
 bin=${MAILGATE_BIN:-$root/.build/release/mailgate}
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 sends=${PROFILE_SENDS:-$([ "$mode" = callgrind ] && echo 500 || echo 2000)}
@@ -99,7 +102,7 @@ case $mode in
         rm -f "$out"/callgrind.out*
         valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "${serve[@]}" 2>"$tmp/serve.log" &
         ;;
-    perf-stat|perf-record) "${serve[@]}" 2>"$tmp/serve.log" & ;;
+    perf-stat|perf-record|strace) "${serve[@]}" 2>"$tmp/serve.log" & ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 serve_pid=$!; pids+=("$serve_pid")
@@ -136,6 +139,19 @@ case $mode in
         python3 "$drive" "$socket" "$sends" "$concurrency" "$token"
         kill -INT "$rec_pid"; wait "$rec_pid" || true
         echo "perf data: $out/perf.data (perf report -i $out/perf.data --no-children)"
+        ;;
+    strace)
+        strace -f -tt -o "$out/strace.txt" -p "$serve_pid" 2>/dev/null &
+        trace_pid=$!
+        sleep 0.5
+        python3 "$drive" "$socket" "$sends" "$concurrency" "$token"
+        kill -INT "$trace_pid"; wait "$trace_pid" || true
+        # Per send, by name; the calls of the idle threads (a timed wait
+        # or two a second) are in too, and negligible over a few thousand sends.
+        awk -v n="$sends" '{ name = $3; sub(/\(.*/, "", name); if (name ~ /^[a-z_0-9]+$/) count[name]++; if ($0 ~ / = -1 EAGAIN/) again[name]++ }
+            END { for (k in count) { total += count[k]; printf "%-18s %6.2f per send%s\n", k, count[k] / n, (again[k] ? sprintf(" (%.2f EAGAIN)", again[k] / n) : "") }
+                  printf "%-18s %6.2f per send\n", "all", total / n }' "$out/strace.txt" | sort -k2 -nr
+        echo "every call: $out/strace.txt"
         ;;
 esac
 # SMTP sessions the sink saw over the whole run (warm-up included): with
