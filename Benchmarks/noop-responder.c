@@ -4,6 +4,7 @@
  * do. Built and run by Benchmarks/run.sh:  noop-responder SOCKET THREADS */
 #include <fcgiapp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -53,6 +54,17 @@ int main(int argc, char **argv) {
         perror("chmod");
         return 1;
     }
+    /* libfcgi's SIGTERM handler only sets a shutdown flag, and threads in
+     * accept stay there (the bench had to KILL it): block SIGTERM and
+     * SIGINT in every thread and wait for them here, so TERM ends it. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &stop, NULL) != 0) {
+        fprintf(stderr, "pthread_sigmask failed\n");
+        return 1;
+    }
     pthread_t ids[1024];
     for (int i = 0; i < threads; i++) {
         if (pthread_create(&ids[i], NULL, worker, NULL) != 0) {
@@ -60,6 +72,10 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    for (int i = 0; i < threads; i++) pthread_join(ids[i], NULL);
+    int signal_number = 0;
+    if (sigwait(&stop, &signal_number) != 0) {
+        fprintf(stderr, "sigwait failed\n");
+        return 1;
+    }
     return 0;
 }

@@ -41,6 +41,7 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    cp "$tmp/serve.log" "$out/serve.log" 2>/dev/null || true   # per-request durations, for latency questions
     rm -rf "$tmp"
 }
 trap cleanup EXIT

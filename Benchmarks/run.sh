@@ -229,7 +229,7 @@ if [ -n "$pg_socket" ]; then
     pg_port_http=$(free_port)
     "$root/nginx/local/render-conf.sh" "$tmp/nginx-pg" "$pg_port_http" "$pg_socket" 50r/s "$workers" off "$noop_socket"
     nginx -p "$tmp/nginx-pg" -c "$tmp/nginx-pg/nginx.conf" 2>>"$tmp/nginx-pg/error.log" &
-    pids+=($!)
+    pg_nginx_pid=$!; pids+=("$pg_nginx_pid")
     wait_port "$pg_port_http"
     pg_url=http://127.0.0.1:$pg_port_http/smtp/send-email
 fi
@@ -265,18 +265,21 @@ children_ticks() { # user+sys of this shell's reaped children (wrk) -> $child_ti
         n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * clk + 0.5 }')
 }
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; } # busy idle steal
-snapshot() { # -> "wall mailgate nginx sink children busy idle steal"
-    echo "$(date +%s.%N) $(proc_ticks "$mailgate_pid") $(proc_ticks "$nginx_pid" $(ps -o pid= --ppid "$nginx_pid")) \
-$(proc_ticks "$sink_pid") $child_ticks $(machine_ticks)"
+with_children() { [ -n "${1:-}" ] && echo "$1" $(ps -o pid= --ppid "$1"); } # a master and its workers
+postgres_pids() { [ -n "${pg_dir:-}" ] && [ -r "$pg_dir/data/postmaster.pid" ] && with_children "$(head -n 1 "$pg_dir/data/postmaster.pid")"; }
+# The processes a run's CPU is split over; cpu_row reads them in this order.
+snapshot() { # -> "wall mailgate nginx sink wrk noop stunnel pg-mailgate pg-nginx postgres busy idle steal"
+    echo "$(date +%s.%N) $(proc_ticks "$mailgate_pid") $(proc_ticks $(with_children "$nginx_pid")) \
+$(proc_ticks "$sink_pid") $child_ticks $(proc_ticks "$noop_pid") $(proc_ticks "${stunnel_pid:-}") \
+$(proc_ticks "${pg_mailgate_pid:-}") $(proc_ticks $(with_children "${pg_nginx_pid:-}")) $(proc_ticks $(postgres_pids)) $(machine_ticks)"
 }
 declare -A cpu
-cpu_split() { # key "before" "after" -> cpu[key] = "wrk nginx mailgate sink other idle steal" in % of one core, then the 4 tick counts
+cpu_split() { # key "before" "after" -> cpu[key] = the wall time, then each tick count's change
     local -a a=($2) b=($3)
-    cpu[$1]=$(awk -v clk="$clk" -v wall="$(awk -v x="${a[0]}" -v y="${b[0]}" 'BEGIN { print y - x }')" \
-        -v mg=$((b[1] - a[1])) -v ngx=$((b[2] - a[2])) -v sink=$((b[3] - a[3])) -v wrk=$((b[4] - a[4])) \
-        -v busy=$((b[5] - a[5])) -v idle=$((b[6] - a[6])) -v steal=$((b[7] - a[7])) 'BEGIN {
-            f = 100 / clk / wall; other = busy - mg - ngx - sink - wrk; if (other < 0) other = 0
-            printf "%.0f %.0f %.0f %.0f %.0f %.0f %.0f %d %d %d %d", wrk * f, ngx * f, mg * f, sink * f, other * f, idle * f, steal * f, wrk, ngx, mg, sink }')
+    local out i
+    out=$(awk -v x="${a[0]}" -v y="${b[0]}" 'BEGIN { printf "%.3f", y - x }')
+    for ((i = 1; i < ${#b[@]}; i++)); do out+=" $((b[i] - a[i]))"; done
+    cpu[$1]=$out
 }
 
 run_wrk() { # name mode conns seconds url -> $tmp/NAME.out; sets B_* from the BENCH line, cpu[NAME]
@@ -315,6 +318,7 @@ for c in $connections; do
     run_wrk "noop-c$c" send "$c" "$duration" "$noop_url"
     alive "$noop_pid" "noop-responder"
     rate[noop$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
+    ok[noop$c]=$B_ok
     p50[noop$c]=$B_p50_us p99[noop$c]=$B_p99_us non2xx[noop$c]=$B_non2xx
     sockerr[noop$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
 
@@ -433,20 +437,38 @@ done
 [ -n "$tls_port" ] || echo "TLS row skipped: stunnel4 is not installed (apt-get install stunnel4)"
 [ -n "$pg_url" ] || echo "PostgreSQL row skipped: no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)"
 echo
-echo "CPU during each run, % of one core ($(nproc) cores = $(( $(nproc) * 100 ))%), averaged over the wrk run; \"other\" is"
-echo "everything outside the benchmark (a busy machine makes every figure above worse); then CPU time per 2xx answer:"
-printf '| %-26s | %5s | %5s | %5s | %8s | %9s | %5s | %5s | %5s | %-39s |\n' run conns wrk nginx mailgate smtp-sink other idle steal \
-    "CPU per answer: wrk/nginx/mailgate/sink"
-echo '|----------------------------|------:|------:|------:|---------:|----------:|------:|------:|------:|----------------------------------------:|'
+echo "CPU during each run, % of one core ($(nproc) cores = $(( $(nproc) * 100 ))%), averaged over the wrk run: the FastCGI"
+echo "responder (Mailgate or the no-op), the SMTP side (smtp-sink, plus stunnel over TLS), the PostgreSQL server; \"other\""
+echo "is everything outside the benchmark (a busy machine makes every figure above worse). Then CPU time per 2xx answer."
+printf '| %-26s | %5s | %5s | %5s | %9s | %9s | %8s | %5s | %5s | %5s | %-46s |\n' run conns wrk nginx responder "SMTP side" postgres \
+    other idle steal "CPU per answer: wrk/nginx/responder/SMTP/pg"
+echo '|----------------------------|------:|------:|------:|----------:|----------:|---------:|------:|------:|------:|-----------------------------------------------:|'
+cpu_row() { # label key answers -> one row of the table, from cpu[key]
+    local label=$1 key=$2 answers=$3 kind=$4
+    [ -n "${cpu[$key]:-}" ] || return 0
+    read -r wall mg ngx sink wrk noop stun pgmg pgngx pgsrv busy idle steal <<<"${cpu[$key]}"
+    local responder=0 smtp=0 nginx_t=$ngx store=0
+    case $kind in
+        baseline) ;;
+        noop) responder=$noop ;;
+        send) responder=$mg smtp=$sink ;;
+        tls) responder=$mg smtp=$((sink + stun)) ;;
+        pg) responder=$pgmg smtp=$sink nginx_t=$pgngx store=$pgsrv ;;
+    esac
+    awk -v clk="$clk" -v wall="$wall" -v n="$answers" -v label="$label" -v c="$c" -v w="$wrk" -v g="$nginx_t" \
+        -v r="$responder" -v m="$smtp" -v p="$store" -v busy="$busy" -v idle="$idle" -v steal="$steal" \
+        -v all=$((mg + ngx + sink + wrk + noop + stun + pgmg + pgngx + pgsrv)) 'BEGIN {
+            f = 100 / clk / wall; other = busy - all; if (other < 0) other = 0
+            per = "-"; if (n > 0) { u = 1e6 / clk / n; per = sprintf("%.0f / %.0f / %.0f / %.0f / %.0f us", w * u, g * u, r * u, m * u, p * u) }
+            printf "| %-26s | %5s | %4.0f%% | %4.0f%% | %8.0f%% | %8.0f%% | %7.0f%% | %4.0f%% | %4.0f%% | %4.0f%% | %46s |\n", \
+                label, c, w * f, g * f, r * f, m * f, p * f, other * f, idle * f, steal * f, per }'
+}
 for c in $connections; do
-    for kind in baseline send; do
-        read -r w n m k o i st wt nt mt kt <<<"${cpu[$kind-c$c]}"
-        if [ "$kind" = send ]; then label="mailgate POST send-email" answers=${ok[mg$c]}; else label="nginx return 200" answers=${base_ok[$c]}; fi
-        per=$(awk -v clk="$clk" -v n="$answers" -v a="$wt" -v b="$nt" -v m="$mt" -v k="$kt" 'BEGIN {
-            if (n == 0) { print "-"; exit }; f = 1e6 / clk / n
-            printf "%.0f / %.0f / %.0f / %.0f us", a * f, b * f, m * f, k * f }')
-        printf '| %-26s | %5s | %4s%% | %4s%% | %7s%% | %8s%% | %4s%% | %4s%% | %4s%% | %39s |\n' "$label" "$c" "$w" "$n" "$m" "$k" "$o" "$i" "$st" "$per"
-    done
+    cpu_row "nginx return 200" "baseline-c$c" "${base_ok[$c]}" baseline
+    cpu_row "libfcgi no-op responder" "noop-c$c" "${ok[noop$c]}" noop
+    cpu_row "mailgate POST send-email" "send-c$c" "${ok[mg$c]}" send
+    [ -z "$pg_url" ] || cpu_row "mailgate send, PostgreSQL" "pg-c$c" "${ok[pg$c]}" pg
+    [ -z "$tls_port" ] || cpu_row "mailgate send over TLS" "tls-c$c" "${ok[tls$c]}" tls
 done
 echo
 echo "req/s: 2xx answers / (last answer - first request); each run stops starting requests 0.5 s before its end so"

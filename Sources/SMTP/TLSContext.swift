@@ -22,21 +22,37 @@ final class TLSContext: @unchecked Sendable {  // ctx is never mutated after ini
         var verify: Bool
     }
 
-    private static let cache = Mutex<[Key: TLSContext]>([:])
+    private struct Cache {
+        var contexts: [Key: TLSContext] = [:]
+        /// How many contexts were built per key (what the test of single
+        /// building reads; failed builds are not counted).
+        var builds: [Key: Int] = [:]
+    }
+    private static let cache = Mutex(Cache())
 
     /// The shared context for this configuration. Failures are not cached,
     /// so a CA file that is fixed later is picked up on the next connection.
     /// A CA file that changes while cached is not re-read.
+    ///
+    /// Built under the lock, so threads that want it at the same time wait
+    /// for the one build instead of each making their own: when 16 workers
+    /// raced on a cold pool, each parsed the whole trust store and the
+    /// first 16 sends over TLS took 600-700 ms instead of a few (measured
+    /// with Benchmarks/profile.sh). Only a new connection gets here.
     static func shared(caFile: String?, verify: Bool) throws(StreamError) -> TLSContext {
         let key = Key(caFile: verify ? caFile : nil, verify: verify)
-        if let existing = cache.withLock({ $0[key] }) { return existing }
-        let made = try make(caFile: key.caFile, verify: verify)
-        // Another thread may have raced us; keep the first one stored.
-        return cache.withLock { contexts in
-            if let existing = contexts[key] { return existing }
-            contexts[key] = made
+        return try cache.withLock { cache throws(StreamError) in
+            if let existing = cache.contexts[key] { return existing }
+            let made = try make(caFile: key.caFile, verify: verify)
+            cache.contexts[key] = made
+            cache.builds[key, default: 0] += 1
             return made
         }
+    }
+
+    /// How many times the context for this configuration was built.
+    static func buildCount(caFile: String?, verify: Bool) -> Int {
+        cache.withLock { $0.builds[Key(caFile: verify ? caFile : nil, verify: verify)] ?? 0 }
     }
 
     private static func make(caFile: String?, verify: Bool) throws(StreamError) -> TLSContext {

@@ -1,5 +1,7 @@
 import Foundation
 import MIME
+import MailgateTesting
+import Synchronization
 import Testing
 @testable import SMTP
 
@@ -408,5 +410,31 @@ struct InputCheckTests {
         let error = #expect(throws: SMTPError.self) { try SMTPConnection.open(config, deadline: soon()) }
         #expect(error?.stage == .auth)
         if case .protocolViolation? = error?.kind {} else { Issue.record("expected protocolViolation, got \(String(describing: error))") }
+    }
+}
+
+/// Workers that open their first TLS connections at once share one context
+/// build (each build parses the whole trust store: 16 racing builds made
+/// the first sends over TLS take 600-700 ms).
+@Suite struct TLSContextTests {
+    @Test func concurrentFirstUsesBuildTheContextOnce() throws {
+        let cert = try TestCertificate.shared.get()
+        // A CA file of its own, so no other test has built this context.
+        let dir = try TempDir(prefix: "mailgate-tls-context")
+        let caFile = dir.path + "/ca.pem"
+        try FileManager.default.copyItem(atPath: cert.certPath, toPath: caFile)
+        let contexts = Mutex<[ObjectIdentifier]>([])
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            do {
+                let context = try TLSContext.shared(caFile: caFile, verify: true)
+                contexts.withLock { $0.append(ObjectIdentifier(context)) }
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(Set(contexts.withLock { $0 }).count == 1)
+        #expect(TLSContext.buildCount(caFile: caFile, verify: true) == 1)
     }
 }
