@@ -11,6 +11,12 @@
 # /fastcgi-baseline is the FastCGI ceiling: Benchmarks/noop-responder.c, a
 # libfcgi responder with 16 threads that reads the body and answers at once,
 # built here with cc and run right before Mailgate at the same load.
+# Right after it, Benchmarks/smtp-relay-responder.c: the same C responder plus
+# only the SMTP exchange Mailgate has per send (on a connection per worker,
+# to the same sink), behind its own nginx: the floor of a blocking
+# thread-per-request send on this machine, so the gap to the no-op splits
+# into what the SMTP round trips cost and what Mailgate's own work costs.
+# Over TLS (stunnel4 in front of the sink), the send runs once more.
 # With Debian's postgresql installed, the send runs again right after on a
 # PostgreSQL store (a throwaway cluster, a second serve and nginx): issue 14's row.
 # for N in 16 64, and prints a table: sends/s, p50/p99, non-2xx, socket errors,
@@ -23,7 +29,7 @@
 # 2-core machine, 2 workers measured better than 1 for both runs: send-email
 # 5,570-5,600 vs 5,370 sends/s at -c16, return 200 83-97k vs 76-78k req/s),
 # MAILGATE_SERVE_ARGS adds options to `mailgate serve` (e.g. "--threads 32"),
-# BENCH_NOOP_THREADS the no-op responder's threads (default 16, as Mailgate's),
+# BENCH_NOOP_THREADS the C responders' threads (default 16, as Mailgate's),
 # BENCH_KEEP=1 keeps the temp dir, BENCH_STRICT=1 exits 1 when a target is missed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -187,6 +193,18 @@ cc -O2 -o "$tmp/noop-responder" "$root/Benchmarks/noop-responder.c" -lfcgi -lpth
 noop_pid=$!; pids+=("$noop_pid")
 for _ in $(seq 200); do [ -S "$noop_socket" ] && break; alive "$noop_pid" "noop-responder"; sleep 0.05; done
 
+# --- the floor of a blocking send: the no-op plus only the SMTP exchange ------
+# Benchmarks/smtp-relay-responder.c: each worker keeps an SMTP connection to
+# the same sink and, per request, has the exchange Mailgate has (RSET, MAIL,
+# RCPT, DATA pipelined; the message; the 250), nothing else. Served behind a
+# third nginx at /smtp/send-email, measured right after the no-op.
+relay_socket=$tmp/relay.sock
+cc -O2 -o "$tmp/smtp-relay-responder" "$root/Benchmarks/smtp-relay-responder.c" -lfcgi -lpthread \
+    || die "cannot build Benchmarks/smtp-relay-responder.c (cc, libfcgi-dev)"
+"$tmp/smtp-relay-responder" "$relay_socket" "${BENCH_NOOP_THREADS:-16}" "$sink_port" 2>"$tmp/relay.log" &
+relay_pid=$!; pids+=("$relay_pid")
+for _ in $(seq 200); do [ -S "$relay_socket" ] && break; alive "$relay_pid" "smtp-relay-responder"; sleep 0.05; done
+
 # --- the same send on a PostgreSQL store (issue 14's row) -----------------------
 # A throwaway cluster (Debian's postgresql; skipped with a note without it),
 # synchronous_commit=off as SQLite's WAL with synchronous=NORMAL does not
@@ -234,6 +252,13 @@ if [ -n "$pg_socket" ]; then
     pg_url=http://127.0.0.1:$pg_port_http/smtp/send-email
 fi
 
+relay_port_http=$(free_port)
+"$root/nginx/local/render-conf.sh" "$tmp/nginx-relay" "$relay_port_http" "$relay_socket" 50r/s "$workers" off "$noop_socket"
+nginx -p "$tmp/nginx-relay" -c "$tmp/nginx-relay/nginx.conf" 2>>"$tmp/nginx-relay/error.log" &
+relay_nginx_pid=$!; pids+=("$relay_nginx_pid")
+wait_port "$relay_port_http"
+relay_url=http://127.0.0.1:$relay_port_http/smtp/send-email
+
 base=http://127.0.0.1:$port
 send_url=$base/smtp/send-email
 baseline_url=$base/nginx-baseline
@@ -268,10 +293,11 @@ machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /p
 with_children() { [ -n "${1:-}" ] && echo "$1" $(ps -o pid= --ppid "$1"); } # a master and its workers
 postgres_pids() { [ -n "${pg_dir:-}" ] && [ -r "$pg_dir/data/postmaster.pid" ] && with_children "$(head -n 1 "$pg_dir/data/postmaster.pid")"; }
 # The processes a run's CPU is split over; cpu_row reads them in this order.
-snapshot() { # -> "wall mailgate nginx sink wrk noop stunnel pg-mailgate pg-nginx postgres busy idle steal"
+snapshot() { # -> "wall mailgate nginx sink wrk noop stunnel pg-mailgate pg-nginx postgres relay relay-nginx busy idle steal"
     echo "$(date +%s.%N) $(proc_ticks "$mailgate_pid") $(proc_ticks $(with_children "$nginx_pid")) \
 $(proc_ticks "$sink_pid") $child_ticks $(proc_ticks "$noop_pid") $(proc_ticks "${stunnel_pid:-}") \
-$(proc_ticks "${pg_mailgate_pid:-}") $(proc_ticks $(with_children "${pg_nginx_pid:-}")) $(proc_ticks $(postgres_pids)) $(machine_ticks)"
+$(proc_ticks "${pg_mailgate_pid:-}") $(proc_ticks $(with_children "${pg_nginx_pid:-}")) $(proc_ticks $(postgres_pids)) \
+$(proc_ticks "${relay_pid:-}") $(proc_ticks $(with_children "${relay_nginx_pid:-}")) $(machine_ticks)"
 }
 declare -A cpu
 cpu_split() { # key "before" "after" -> cpu[key] = the wall time, then each tick count's change
@@ -321,6 +347,14 @@ for c in $connections; do
     ok[noop$c]=$B_ok
     p50[noop$c]=$B_p50_us p99[noop$c]=$B_p99_us non2xx[noop$c]=$B_non2xx
     sockerr[noop$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
+
+    sink_before=$(settled_sink_messages)
+    run_wrk "relay-c$c" send "$c" "$duration" "$relay_url"
+    alive "$relay_pid" "smtp-relay-responder"
+    sink[relay$c]=$(( $(settled_sink_messages) - sink_before )) ok[relay$c]=$B_ok
+    rate[relay$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
+    p50[relay$c]=$B_p50_us p99[relay$c]=$B_p99_us non2xx[relay$c]=$B_non2xx statuses[relay$c]=$B_statuses
+    sockerr[relay$c]=$((B_err_connect + B_err_read + B_err_write + B_err_timeout))
 
     sink_before=$(settled_sink_messages); sess_before=$(sink_sessions)
     # Reset the peak RSS (VmHWM) so each run reports its own peak.
@@ -401,6 +435,11 @@ for c in $connections; do
 done
 for c in $connections; do
     printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
+        "C responder + SMTP only" "$c" "$(num "${rate[relay$c]}")" "$(ms "${p50[relay$c]}")" "$(ms "${p99[relay$c]}")" \
+        "${non2xx[relay$c]}" "${sockerr[relay$c]}" "-" "${sink[relay$c]} / ${ok[relay$c]}"
+done
+for c in $connections; do
+    printf '| %-26s | %5s | %9s | %8s | %8s | %7s | %8s | %9s | %13s |\n' \
         "mailgate POST send-email" "$c" "$(num "${rate[mg$c]}")" "$(ms "${p50[mg$c]}")" "$(ms "${p99[mg$c]}")" \
         "${non2xx[mg$c]}" "${sockerr[mg$c]}" "$(mib "${rss[mg$c]}")" "${sink[mg$c]} / ${ok[mg$c]}"
 done
@@ -427,6 +466,7 @@ for c in $connections; do
     per=$(awk -v m="${sink[mg$c]}" -v s="${sessions[mg$c]}" 'BEGIN { printf "%.0f", (s > 0 ? m / s : m) }')
     ceiling=$(awk -v a="${rate[mg$c]}" -v b="${rate[noop$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
     echo "-c$c: Mailgate = $ceiling of the no-op libfcgi responder, $frac of nginx return 200; ${sink[mg$c]} messages over ${sessions[mg$c]} new SMTP sessions (~$per per session)"
+    echo "-c$c: the C responder that only relays to SMTP = $(awk -v a="${rate[relay$c]}" -v b="${rate[noop$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }') of the no-op; Mailgate = $(awk -v a="${rate[mg$c]}" -v b="${rate[relay$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }') of that floor"
     if [ -n "$pg_url" ]; then
         echo "-c$c: PostgreSQL store: $(awk -v a="${rate[pg$c]}" -v b="${rate[mg$c]}" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }') of the SQLite store's rate (target: at least 80%)"
     fi
@@ -446,18 +486,19 @@ echo '|----------------------------|------:|------:|------:|----------:|--------
 cpu_row() { # label key answers -> one row of the table, from cpu[key]
     local label=$1 key=$2 answers=$3 kind=$4
     [ -n "${cpu[$key]:-}" ] || return 0
-    read -r wall mg ngx sink wrk noop stun pgmg pgngx pgsrv busy idle steal <<<"${cpu[$key]}"
+    read -r wall mg ngx sink wrk noop stun pgmg pgngx pgsrv relay relayngx busy idle steal <<<"${cpu[$key]}"
     local responder=0 smtp=0 nginx_t=$ngx store=0
     case $kind in
         baseline) ;;
         noop) responder=$noop ;;
+        relay) responder=$relay smtp=$sink nginx_t=$relayngx ;;
         send) responder=$mg smtp=$sink ;;
         tls) responder=$mg smtp=$((sink + stun)) ;;
         pg) responder=$pgmg smtp=$sink nginx_t=$pgngx store=$pgsrv ;;
     esac
     awk -v clk="$clk" -v wall="$wall" -v n="$answers" -v label="$label" -v c="$c" -v w="$wrk" -v g="$nginx_t" \
         -v r="$responder" -v m="$smtp" -v p="$store" -v busy="$busy" -v idle="$idle" -v steal="$steal" \
-        -v all=$((mg + ngx + sink + wrk + noop + stun + pgmg + pgngx + pgsrv)) 'BEGIN {
+        -v all=$((mg + ngx + sink + wrk + noop + stun + pgmg + pgngx + pgsrv + relay + relayngx)) 'BEGIN {
             f = 100 / clk / wall; other = busy - all; if (other < 0) other = 0
             per = "-"; if (n > 0) { u = 1e6 / clk / n; per = sprintf("%.0f / %.0f / %.0f / %.0f / %.0f us", w * u, g * u, r * u, m * u, p * u) }
             printf "| %-26s | %5s | %4.0f%% | %4.0f%% | %8.0f%% | %8.0f%% | %7.0f%% | %4.0f%% | %4.0f%% | %4.0f%% | %46s |\n", \
@@ -466,6 +507,7 @@ cpu_row() { # label key answers -> one row of the table, from cpu[key]
 for c in $connections; do
     cpu_row "nginx return 200" "baseline-c$c" "${base_ok[$c]}" baseline
     cpu_row "libfcgi no-op responder" "noop-c$c" "${ok[noop$c]}" noop
+    cpu_row "C responder + SMTP only" "relay-c$c" "${ok[relay$c]}" relay
     cpu_row "mailgate POST send-email" "send-c$c" "${ok[mg$c]}" send
     [ -z "$pg_url" ] || cpu_row "mailgate send, PostgreSQL" "pg-c$c" "${ok[pg$c]}" pg
     [ -z "$tls_port" ] || cpu_row "mailgate send over TLS" "tls-c$c" "${ok[tls$c]}" tls
@@ -482,6 +524,9 @@ for c in $connections; do
         status=1
     fi
     if [ "${statuses[mg$c]}" != "200:${ok[mg$c]}" ]; then echo "note -c$c: answers by status: ${statuses[mg$c]}"; fi
+    if [ "${sink[relay$c]}" != "${ok[relay$c]}" ] || [ "${statuses[relay$c]}" != "200:${ok[relay$c]}" ]; then
+        echo "note -c$c: the SMTP-only C responder: ${sink[relay$c]} messages for ${ok[relay$c]} 200s, answers by status ${statuses[relay$c]}"
+    fi
 done
 for c in $connections; do
     [ -n "$tls_port" ] || break
