@@ -61,6 +61,8 @@ let package = Package(
         .target(name: "Store", dependencies: [
             "Crypto", "Posix", "CPostgreSQL",
             .product(name: "GRDB", package: "GRDB.swift"),
+            // The SQLite C API, for the WAL-index header (Sources/Store/SQLite/WALIndexHeader.swift).
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
         ]),
         .target(name: "Mailgate", dependencies: [
             "FastCGI", "SMTP", "MIME", "Crypto", "Store", "OAuth", "JSON", "Posix", "CBuildInfo",

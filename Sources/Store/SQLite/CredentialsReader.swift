@@ -17,6 +17,17 @@ import Glibc
 /// with `PRAGMA data_version`, which changes whenever any *other* connection
 /// commits: a change made by `mailgate integration set`, a disable or a
 /// revoke in another process is seen by the next request.
+///
+/// Validating the cache that way takes a read transaction per request,
+/// which costs SQLite's shared-memory locks (about 0.9 `fcntl(F_SETLK)` per
+/// send) and, with 16 workers in one process, contention on SQLite's
+/// per-process mutex of the -shm file (`strace -f` of `mailgate serve`:
+/// about 1.7 `futex` per send, nearly all on that one address). So a
+/// connection first compares the WAL-index header (`WALIndexHeader`), which
+/// every commit by any connection rewrites, with the one under which its
+/// cache was last validated: the same, and the cache answers without any
+/// SQLite call. Otherwise, or without a header to read (not WAL, no shared
+/// memory), the read transaction validates as before.
 final class CredentialsReader: Sendable {
     /// What the cache knows about one username. Unknown names are cached
     /// too, so a stream of tokens for a removed user reads nothing either.
@@ -51,6 +62,16 @@ final class CredentialsReader: Sendable {
     /// Sendable safe.
     private final class Connection: @unchecked Sendable {
         let queue: DatabaseQueue
+        /// The WAL-index header of `queue`'s database, read through
+        /// `queue`'s own shared-memory mapping: valid while `queue` is open,
+        /// which is as long as this object lives. Nil until the first
+        /// validation has opened the WAL, and for good if that found none.
+        var walIndex: WALIndexHeader?
+        var triedWALIndex = false
+        /// The header as it was before the last validation began (nil:
+        /// none readable then): while it reads the same, nothing has been
+        /// committed since, and the caches need no new validation.
+        var validatedUnder: WALIndexHeader.Snapshot?
         /// The `data_version` the cache is valid for.
         var dataVersion: Int64 = -1
         var cache: [String: CachedCredentials] = [:]
@@ -58,6 +79,16 @@ final class CredentialsReader: Sendable {
         var tokens: [String: NamedToken?] = [:]
 
         init(queue: DatabaseQueue) { self.queue = queue }
+
+        /// The header now, nil if there is none or it cannot be trusted.
+        func header() -> WALIndexHeader.Snapshot? { walIndex?.snapshot() }
+
+        /// Whether the caches are known current without asking SQLite:
+        /// `header`, read now, is the one they were validated under.
+        func isCurrent(_ header: WALIndexHeader.Snapshot?) -> Bool {
+            guard let header, let validatedUnder else { return false }
+            return header == validatedUnder
+        }
 
         /// Empties the caches when another connection has committed since
         /// they were filled, or when one has grown too large.
@@ -89,6 +120,9 @@ final class CredentialsReader: Sendable {
 
     private let seal: PasswordSeal
     private let connections: PerThread<Connection>
+    /// How many times a cache was validated with a read transaction (all
+    /// threads): for the tests that the header spares them.
+    let validations = Atomic<Int>(0)
 
     init(path: String, seal: PasswordSeal) throws(StoreError) {
         self.seal = seal
@@ -109,7 +143,11 @@ final class CredentialsReader: Sendable {
     /// the database closure: no connection is busy while OpenSSL works.
     func credentials(for username: String) throws -> Credentials? {
         let connection = try connections.value()
-        let lookup: Lookup = try Self.withCurrentCaches(connection) { db in
+        let header = connection.header()
+        if connection.isCurrent(header), let cached = connection.cache[username] {
+            return cached.credentials
+        }
+        let lookup: Lookup = try withCurrentCaches(connection, headerBefore: header) { db in
             if let cached = connection.cache[username] { return .cached(cached) }
             return .read(try Self.read(username, db))
         }
@@ -151,7 +189,11 @@ final class CredentialsReader: Sendable {
     /// The named token `id`, cached per thread like the credentials.
     func namedToken(id: String) throws -> NamedToken? {
         let connection = try connections.value()
-        return try Self.withCurrentCaches(connection) { db in
+        let header = connection.header()
+        if connection.isCurrent(header), let cached = connection.tokens[id] {
+            return cached
+        }
+        return try withCurrentCaches(connection, headerBefore: header) { db in
             if let cached = connection.tokens[id] { return cached }
             let statement = try db.cachedStatement(sql: NamedTokenRecord.selection + " WHERE t.id = ?")
             let token = try NamedTokenRecord.fetchOne(statement, arguments: [id])?.token
@@ -162,9 +204,27 @@ final class CredentialsReader: Sendable {
 
     /// Runs `body` on `connection` once its caches are valid: emptied when
     /// `PRAGMA data_version` says another connection committed since.
-    private static func withCurrentCaches<T>(_ connection: Connection, _ body: (Database) throws -> T) throws -> T {
+    ///
+    /// `headerBefore` must be read before this is called, and is what the
+    /// caches count as validated under afterwards: a commit published after
+    /// that read changes the header, so the next call validates again even
+    /// if this transaction already saw the commit. (Reading it afterwards
+    /// instead could record a header newer than what the transaction saw,
+    /// and miss a commit for good.)
+    private func withCurrentCaches<T>(_ connection: Connection, headerBefore: WALIndexHeader.Snapshot?,
+                                      _ body: (Database) throws -> T) throws -> T {
         try connection.queue.inDatabase { db in
             connection.validate(try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1)
+            connection.validatedUnder = headerBefore
+            validations.add(1, ordering: .relaxed)
+            if !connection.triedWALIndex {
+                // After a read, so the connection has opened the WAL and
+                // its shared memory: the header is then that of the -shm
+                // file in use, which stays in place while this connection
+                // is open. Once per connection; nil means the fallback.
+                connection.triedWALIndex = true
+                connection.walIndex = WALIndexHeader.mapped(by: db)
+            }
             return try body(db)
         }
     }
