@@ -45,10 +45,20 @@ import GRDB
         bad = sampleIntegration()
         bad.fromAddress = "a@b.c\r\nBcc: victim@example.com"
         #expect(throws: StoreError.invalidIntegration("fromAddress")) { try t.store.setIntegration(bad, for: "alice") }
+        for host in ["", "smtp example.com", "smtp.example.com\r\n", "smtp.example.com\u{7F}", "smtp\t.example.com"] {
+            bad = sampleIntegration()
+            bad.host = host
+            #expect(throws: StoreError.invalidIntegration("host")) { try t.store.setIntegration(bad, for: "alice") }
+        }
         bad = sampleIntegration()
-        bad.host = ""
-        #expect(throws: StoreError.invalidIntegration("host")) { try t.store.setIntegration(bad, for: "alice") }
+        bad.fromName = "Zoë \u{1}"
+        #expect(throws: StoreError.invalidIntegration("fromName")) { try t.store.setIntegration(bad, for: "alice") }
         #expect(try t.store.integration(for: "alice") == nil)
+        // Letters beyond ASCII are not control characters.
+        var good = sampleIntegration()
+        good.fromName = "Zoë Ünlü, 郵便"
+        try t.store.setIntegration(good, for: "alice")
+        #expect(try t.store.integration(for: "alice")?.fromName == "Zoë Ünlü, 郵便")
     }
 
     /// Issue 10: a login without TLS would send the SMTP password in the
