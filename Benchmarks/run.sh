@@ -61,7 +61,7 @@ cleanup() {
     [ -z "${wrk_pid:-}" ] || kill -TERM "$wrk_pid" 2>/dev/null || true
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     if [ -n "${pg_dir:-}" ]; then
-        "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+        (cd "$pg_dir" && "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1) || true
         rm -rf "$pg_dir"
     fi
     for pid in "${pids[@]}"; do   # up to 5 s each for a clean stop, then KILL
@@ -217,11 +217,13 @@ if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ]; then
     pg_dir=$(mktemp -d /tmp/mailgate-bench-pg.XXXXXX)
     if [ "$(id -u)" = 0 ]; then chown postgres "$pg_dir"; as_pg=(runuser -u postgres --); fi
     pg_port=$(free_port)
+    cd "$pg_dir"   # the postgres user cannot enter $tmp, and PostgreSQL's tools say so
     "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U mailgate >"$tmp/initdb.log" 2>&1 \
         || die "initdb failed: $(tail -n 3 "$tmp/initdb.log")"
     "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w -o \
         "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200" \
         start >/dev/null || die "PostgreSQL did not start: $(tail -n 3 "$pg_dir/log")"
+    cd "$tmp"
     "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U mailgate mailgate || die "createdb failed"
     pg_uri="postgresql://mailgate@127.0.0.1:$pg_port/mailgate"
     "$bin" init --data-dir "$data" --store "$pg_uri" >/dev/null
