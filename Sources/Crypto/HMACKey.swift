@@ -35,19 +35,38 @@ public final class HMACSHA256Key: @unchecked Sendable {
     /// The 32-byte MAC of `message`. Throws rather than returning an empty
     /// array (see `Crypto.hmacSHA256`).
     public func mac(_ message: [UInt8]) throws(CryptoError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Crypto.sha256Length)
+        let result = message.withUnsafeBytes { bytes in
+            out.withUnsafeMutableBytes { buffer in
+                Result { () throws(CryptoError) in try mac(bytes, into: buffer) }
+            }
+        }
+        try result.get()
+        return out
+    }
+
+    /// Writes the 32-byte MAC of `message` to the start of `out` (at least
+    /// 32 bytes), with no copy of the message and no array: token
+    /// verification MACs a slice of the token's own bytes into a buffer on
+    /// the stack.
+    public func mac(_ message: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws(CryptoError) {
+        guard out.count >= Crypto.sha256Length, let outBase = out.baseAddress else {
+            throw .invalidArgument("MAC output buffer shorter than \(Crypto.sha256Length) bytes")
+        }
         guard let context = EVP_MAC_CTX_dup(keyed) else { throw .openSSL("EVP_MAC_CTX_dup") }
         defer { EVP_MAC_CTX_free(context) }
-        let updated = withNonNullPointer(message) { bytes, count in EVP_MAC_update(context, bytes, count) == 1 }
-        guard updated else { throw .openSSL("EVP_MAC_update") }
-        var out = [UInt8](repeating: 0, count: Crypto.sha256Length)
-        var length = 0
-        let finished = out.withUnsafeMutableBufferPointer { buffer in
-            EVP_MAC_final(context, buffer.baseAddress, &length, buffer.count) == 1
+        // OpenSSL wants a non-null pointer even for an empty message.
+        let dummy: UInt8 = 0
+        let updated = withUnsafePointer(to: dummy) { fallback in
+            let base = message.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? fallback
+            return EVP_MAC_update(context, base, message.count) == 1
         }
+        guard updated else { throw .openSSL("EVP_MAC_update") }
+        var length = 0
+        let finished = EVP_MAC_final(context, outBase.assumingMemoryBound(to: UInt8.self), &length, Crypto.sha256Length) == 1
         guard finished else { throw .openSSL("EVP_MAC_final") }
         guard length == Crypto.sha256Length else {
             throw .openSSL(call: "EVP_MAC_final", reason: "unexpected output length \(length)")
         }
-        return out
     }
 }
