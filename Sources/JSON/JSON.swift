@@ -82,7 +82,7 @@ public struct JSONParser {
     public static let maximumDepth = 32
     /// Up to this many members, an object's keys are checked for duplicates
     /// by comparing bytes with the keys before them; beyond it, by a `Set`.
-    static let linearKeyCheckLimit = 12
+    static let linearKeyCheckLimit = 8
 
     private let bytes: [UInt8]
     private var index = 0

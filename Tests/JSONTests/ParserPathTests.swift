@@ -15,7 +15,7 @@ import Testing
         do { _ = try parse(text); return nil } catch { return error }
     }
 
-    @Test(arguments: [1, 2, 7, 8, 11, 12, 13, 15, 16, 17, 30, 100])
+    @Test(arguments: [1, 2, 7, 8, 9, 11, 12, 13, 15, 16, 17, 30, 100])
     func duplicatesFoundAtEveryPosition(count: Int) throws {
         let keys = (0..<count).map { "key\($0)" }
         let value = try parse(object(keys))
