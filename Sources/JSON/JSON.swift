@@ -221,6 +221,10 @@ public struct JSONParser {
         let start = index
         // Without escapes (the usual case) the String is made from the bytes
         // in place, validated once; at the first backslash, the general path.
+        // All ASCII (every byte below 0x80) is valid UTF-8 as it stands:
+        // `String(decoding:)` then changes nothing, and skips the generic
+        // (unspecialised) validation `String(validating:)` goes through.
+        var high: UInt8 = 0
         while true {
             guard index < bytes.count else { throw error("unterminated string") }
             let byte = bytes[index]
@@ -228,13 +232,15 @@ public struct JSONParser {
                 let end = index
                 index += 1
                 let text = bytes.withUnsafeBufferPointer { buffer in
-                    String(validating: UnsafeBufferPointer(rebasing: buffer[start..<end]), as: UTF8.self)
+                    let slice = UnsafeBufferPointer(rebasing: buffer[start..<end])
+                    return high < 0x80 ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self)
                 }
                 guard let text else { throw error("string is not valid UTF-8") }
                 return text
             }
             if byte < 0x20 { throw error("control character in string") }
             if byte == UInt8(ascii: "\\") { break }
+            high |= byte
             index += 1
         }
         var scalars: [UInt8] = []

@@ -105,6 +105,29 @@ import Testing
         #expect(try parse("\"\(long)\\n\(long)\"") == .string(long + "\n" + long))
     }
 
+    @Test func asciiAndNonASCIIStringsByteForByte() throws {
+        // All-ASCII strings and strings with a byte above 0x7F anywhere.
+        let cases: [[UInt8]] = [
+            [0x7F], [0x20, 0x7E, 0x7F], Array("plain ascii".utf8),
+            [0xC3, 0xA9] + Array("tail".utf8), Array("head".utf8) + [0xC3, 0xA9],
+            Array("mid".utf8) + [0xF0, 0x9F, 0x98, 0x80] + Array("dle".utf8),
+            [0xEF, 0xBF, 0xBF], [0xF4, 0x8F, 0xBF, 0xBF],
+        ]
+        for content in cases {
+            let value = try JSONParser.parse([0x22] + content + [0x22])
+            guard case .string(let text) = value else { Issue.record("not a string: \(content)"); continue }
+            #expect(Array(text.utf8) == content)
+        }
+        for bad: [UInt8] in [[0x61, 0x80], [0x80, 0x61], [0xF4, 0x90, 0x80, 0x80], [0xF8, 0x88, 0x80, 0x80, 0x80]] {
+            do {
+                _ = try JSONParser.parse([0x22] + bad + [0x22])
+                Issue.record("accepted \(bad)")
+            } catch {
+                #expect(error.message == "string is not valid UTF-8" && error.offset == bad.count + 2, "\(bad)")
+            }
+        }
+    }
+
     @Test func invalidUTF8InStringsIsRefusedWithItsOffset() {
         // The error is reported just after the closing quote, escapes or not.
         let cases: [([UInt8], Int)] = [
