@@ -80,6 +80,9 @@ public struct JSONError: Error, Equatable, CustomStringConvertible {
 
 public struct JSONParser {
     public static let maximumDepth = 32
+    /// Up to this many members, an object's keys are checked for duplicates
+    /// by comparing bytes with the keys before them; beyond it, by a `Set`.
+    static let linearKeyCheckLimit = 8
 
     private let bytes: [UInt8]
     private var index = 0
@@ -98,7 +101,12 @@ public struct JSONParser {
     private func error(_ message: String) -> JSONError { JSONError(message: message, offset: index) }
 
     private mutating func skipWhitespace() {
-        while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x09, 0x0A, 0x0D: index += 1
+            default: return
+            }
+        }
     }
 
     private mutating func parseValue(depth: Int) throws(JSONError) -> JSONValue {
@@ -129,15 +137,29 @@ public struct JSONParser {
     private mutating func parseObject(depth: Int) throws(JSONError) -> JSONValue {
         index += 1
         var members: [(String, JSONValue)] = []
-        // By bytes: linear whatever the keys hold (String hashing is not).
-        var seen = Set<UTF8Key>()
+        // Duplicate keys, by bytes (String == and hashing normalise Unicode:
+        // quadratic on crafted keys). The first `linearKeyCheckLimit` keys are
+        // compared with those before them, length first (no hashing, no Set);
+        // past that, a Set of them all, so the work stays linear in the size.
+        var seen: Set<UTF8Key>? = nil
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let key = try parseString()
-            guard seen.insert(UTF8Key(key)).inserted else { throw error("duplicate key \"\(key.excerpt())\"") }
+            if seen == nil, members.count < Self.linearKeyCheckLimit {
+                for member in members where member.0.utf8Equals(key) {
+                    throw error("duplicate key \"\(key.excerpt())\"")
+                }
+            } else {
+                if seen == nil {
+                    var keys = Set<UTF8Key>(minimumCapacity: members.count * 2)
+                    for member in members { keys.insert(UTF8Key(member.0)) }
+                    seen = keys
+                }
+                guard seen?.insert(UTF8Key(key)).inserted ?? false else { throw error("duplicate key \"\(key.excerpt())\"") }
+            }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
@@ -196,8 +218,33 @@ public struct JSONParser {
 
     private mutating func parseString() throws(JSONError) -> String {
         index += 1
+        let start = index
+        // Without escapes (the usual case) the String is made from the bytes
+        // in place, validated once; at the first backslash, the general path.
+        // All ASCII (every byte below 0x80) is valid UTF-8 as it stands:
+        // `String(decoding:)` then changes nothing, and skips the generic
+        // (unspecialised) validation `String(validating:)` goes through.
+        var high: UInt8 = 0
+        while true {
+            guard index < bytes.count else { throw error("unterminated string") }
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                let end = index
+                index += 1
+                let text = bytes.withUnsafeBufferPointer { buffer in
+                    let slice = UnsafeBufferPointer(rebasing: buffer[start..<end])
+                    return high < 0x80 ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self)
+                }
+                guard let text else { throw error("string is not valid UTF-8") }
+                return text
+            }
+            if byte < 0x20 { throw error("control character in string") }
+            if byte == UInt8(ascii: "\\") { break }
+            high |= byte
+            index += 1
+        }
         var scalars: [UInt8] = []
-        var runStart = index
+        var runStart = start
         while true {
             guard index < bytes.count else { throw error("unterminated string") }
             let byte = bytes[index]

@@ -23,6 +23,22 @@ extension StringProtocol {
     }
 }
 
+extension String {
+    /// `utf8Equals` for two `String`s (member names looked up by name, keys
+    /// checked for duplicates): concrete, so a caller in another module does
+    /// not reach the generic one through `StringProtocol`'s witness table.
+    /// The same answer, byte for byte.
+    public func utf8Equals(_ other: String) -> Bool {
+        let mine = utf8, theirs = other.utf8
+        guard mine.count == theirs.count else { return false }
+        let contiguous = mine.withContiguousStorageIfAvailable { left in
+            theirs.withContiguousStorageIfAvailable { right in left.elementsEqual(right) }
+        }
+        if let contiguous, let equal = contiguous { return equal }
+        return mine.elementsEqual(theirs)
+    }
+}
+
 /// A string as a `Set` or `Dictionary` key that hashes and compares by its
 /// UTF-8 bytes (see `utf8Equals`): linear, whatever the string holds.
 public struct UTF8Key: Hashable, Sendable, CustomStringConvertible {
