@@ -207,25 +207,29 @@ public struct LineLogHandler: LogHandler {
         let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
         let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        appendDigits(year, count: 4, to: &out)
-        out.append(UInt8(ascii: "-")); appendDigits(month, count: 2, to: &out)
-        out.append(UInt8(ascii: "-")); appendDigits(day, count: 2, to: &out)
-        out.append(UInt8(ascii: "T")); appendDigits(secondOfDay / 3600, count: 2, to: &out)
-        out.append(UInt8(ascii: ":")); appendDigits(secondOfDay / 60 % 60, count: 2, to: &out)
-        out.append(UInt8(ascii: ":")); appendDigits(secondOfDay % 60, count: 2, to: &out)
-        out.append(UInt8(ascii: ".")); appendDigits(nanoseconds / 1_000_000, count: 3, to: &out)
-        out.append(UInt8(ascii: "Z"))
-    }
-
-    /// The last `count` decimal digits of `value` (not negative), zero-padded.
-    private static func appendDigits(_ value: Int, count: Int, to out: inout [UInt8]) {
-        var divisor = 1
-        for _ in 1..<count { divisor *= 10 }
-        while divisor > 0 {
-            out.append(UInt8(ascii: "0") + UInt8((value / divisor) % 10))
-            divisor /= 10
+        // The 24 bytes written in place: an append a byte (a capacity and
+        // uniqueness check each) cost more than the arithmetic.
+        let start = out.count
+        out.append(contentsOf: timestampTemplate)
+        out.withUnsafeMutableBufferPointer { buffer in
+            func put(_ value: Int, _ count: Int, at offset: Int) {
+                var value = value
+                for index in stride(from: start + offset + count - 1, through: start + offset, by: -1) {
+                    buffer[index] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+            }
+            put(year, 4, at: 0)
+            put(month, 2, at: 5)
+            put(day, 2, at: 8)
+            put(secondOfDay / 3600, 2, at: 11)
+            put(secondOfDay / 60 % 60, 2, at: 14)
+            put(secondOfDay % 60, 2, at: 17)
+            put(nanoseconds / 1_000_000, 3, at: 20)
         }
     }
+
+    private static let timestampTemplate = Array("0000-00-00T00:00:00.000Z".utf8)
 
     /// `String(value)`'s bytes for a value that is not negative.
     private static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
