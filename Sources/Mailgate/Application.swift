@@ -97,15 +97,17 @@ public final class Application: Sendable {
         let facts = context.log
         // Raw values: the line writer quotes (logfmt) or escapes (JSON)
         // whatever a client or an SMTP server could use to forge a field.
-        var fields: [(String, String)] = [
-            ("method", context.request.method), ("path", context.path ?? "-"), ("status", String(status)),
-            ("user", facts.user ?? "-"), ("duration_ms", "\(tenths / 10).\(tenths % 10)"),
-        ]
-        if let outcome = facts.outcome { fields.append(("smtp", outcome)) }
-        if let messageID = facts.messageID { fields.append(("message_id", "<\(messageID)>")) }
         if let writer = configuration.requestLog {
-            writer.write(level: .info, message: "request", fields: fields)
+            writer.writeRequest(method: context.request.method, path: context.path ?? "-", status: status,
+                                user: facts.user ?? "-", tenths: tenths, smtp: facts.outcome,
+                                messageID: facts.messageID)
         } else {
+            var fields: [(String, String)] = [
+                ("method", context.request.method), ("path", context.path ?? "-"), ("status", String(status)),
+                ("user", facts.user ?? "-"), ("duration_ms", "\(tenths / 10).\(tenths % 10)"),
+            ]
+            if let outcome = facts.outcome { fields.append(("smtp", outcome)) }
+            if let messageID = facts.messageID { fields.append(("message_id", "<\(messageID)>")) }
             var metadata: Logger.Metadata = [:]
             for (key, value) in fields { metadata[key] = .string(value) }
             logger.info("request", metadata: metadata)
@@ -193,7 +195,14 @@ struct RequestLog {
     /// `text` in double quotes, with `"` and `\\` escaped by a backslash and
     /// control characters as `\\xNN`: it cannot end the quoted field early.
     static func quoted(_ text: String) -> String {
-        var out: [UInt8] = [UInt8(ascii: "\"")]
+        var out: [UInt8] = []
+        appendQuoted(text, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `quoted(text)`, appended to `out`.
+    static func appendQuoted(_ text: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -208,7 +217,6 @@ struct RequestLog {
             }
         }
         out.append(UInt8(ascii: "\""))
-        return String(decoding: out, as: UTF8.self)
     }
 
     private static let hexDigits = Array("0123456789ABCDEF".utf8)
