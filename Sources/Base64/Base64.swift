@@ -95,8 +95,34 @@ public struct Base64: Sendable {
         return Array(text).withUnsafeBufferPointer { decode(bytes: $0) }
     }
 
+    /// Decodes `text` into `buffer` without allocating (a token's MAC, on
+    /// every request), as strictly as `decode(_:)`: the number of bytes
+    /// written, or nil unless `text` is this codec's one canonical spelling
+    /// of bytes that fit in `buffer`.
+    public func decode(_ text: UnsafeBufferPointer<UInt8>, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        guard let (count, length) = spelling(text), length <= buffer.count else { return nil }
+        let bytes = buffer.bindMemory(to: UInt8.self)
+        return decode(text, count: count, into: bytes) == length ? length : nil
+    }
+
     /// Tokens are decoded on every request: one pass over contiguous bytes.
     private func decode(bytes text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard let (count, length) = spelling(text) else { return nil }
+        var decoded = 0
+        // Written through the buffer, not appended byte by byte (see
+        // `append(contiguous:to:)`).
+        let out = [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
+            decoded = decode(text, count: count, into: buffer) ?? 0
+            initialized = decoded
+        }
+        guard decoded == length, out.count == length else { return nil }
+        return out
+    }
+
+    /// The characters of `text` that carry data (without its padding) and
+    /// the number of bytes they make, or nil when its length or padding
+    /// cannot be a canonical spelling.
+    private func spelling(_ text: UnsafeBufferPointer<UInt8>) -> (count: Int, length: Int)? {
         var count = text.count
         if padded {
             guard count % 4 == 0 else { return nil }
@@ -109,57 +135,48 @@ public struct Base64: Sendable {
         }
         if count % 4 == 1 { return nil }
         // Every 4 characters make 3 bytes; 2 or 3 left over make 1 or 2.
-        let length = count / 4 * 3 + max(0, count % 4 - 1)
-        var valid = true
-        // Written through the buffer, not appended byte by byte (see
-        // `append(contiguous:to:)`).
-        let out = [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
-            reverse.withUnsafeBufferPointer { table in
-                var o = 0
-                // Whole quads first, 3 bytes from 4 lookups: any invalid
-                // character (0xFF) sets bit 7 of the OR of the four.
-                let quads = count / 4
-                var index = 0
-                for _ in 0..<quads {
-                    let a = table[Int(text[index])], b = table[Int(text[index + 1])]
-                    let c = table[Int(text[index + 2])], d = table[Int(text[index + 3])]
-                    if (a | b | c | d) & 0x80 != 0 {
-                        valid = false
-                        break
-                    }
-                    let n = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
-                    buffer[o] = UInt8(truncatingIfNeeded: n >> 16)
-                    buffer[o + 1] = UInt8(truncatingIfNeeded: n >> 8)
-                    buffer[o + 2] = UInt8(truncatingIfNeeded: n)
-                    o += 3
-                    index += 4
-                }
-                // The last 2 or 3 characters, bit by bit.
-                var accumulator: UInt32 = 0
-                var bits = 0
-                for index in (valid ? index : count)..<count {
-                    let value = table[Int(text[index])]
-                    if value == 0xFF {
-                        valid = false
-                        break
-                    }
-                    accumulator = accumulator << 6 | UInt32(value)
-                    bits += 6
-                    if bits >= 8 {
-                        bits -= 8
-                        buffer[o] = UInt8(truncatingIfNeeded: accumulator >> UInt32(bits))
-                        o += 1
-                        accumulator &= (1 << UInt32(bits)) - 1
-                    }
-                }
-                // Leftover bits (2 or 4) must be zero, or two spellings would
-                // decode to the same bytes.
-                if accumulator != 0 { valid = false }
-                initialized = o
+        return (count, count / 4 * 3 + max(0, count % 4 - 1))
+    }
+
+    /// Decodes the first `count` characters of `text` into `buffer` (which
+    /// holds the bytes they make): the number written, or nil on a
+    /// character outside the alphabet or unused low bits that are not zero.
+    private func decode(_ text: UnsafeBufferPointer<UInt8>, count: Int, into buffer: UnsafeMutableBufferPointer<UInt8>) -> Int? {
+        reverse.withUnsafeBufferPointer { table -> Int? in
+            var o = 0
+            // Whole quads first, 3 bytes from 4 lookups: any invalid
+            // character (0xFF) sets bit 7 of the OR of the four.
+            var index = 0
+            for _ in 0..<(count / 4) {
+                let a = table[Int(text[index])], b = table[Int(text[index + 1])]
+                let c = table[Int(text[index + 2])], d = table[Int(text[index + 3])]
+                if (a | b | c | d) & 0x80 != 0 { return nil }
+                let n = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+                buffer[o] = UInt8(truncatingIfNeeded: n >> 16)
+                buffer[o + 1] = UInt8(truncatingIfNeeded: n >> 8)
+                buffer[o + 2] = UInt8(truncatingIfNeeded: n)
+                o += 3
+                index += 4
             }
+            // The last 2 or 3 characters, bit by bit.
+            var accumulator: UInt32 = 0
+            var bits = 0
+            for index in index..<count {
+                let value = table[Int(text[index])]
+                if value == 0xFF { return nil }
+                accumulator = accumulator << 6 | UInt32(value)
+                bits += 6
+                if bits >= 8 {
+                    bits -= 8
+                    buffer[o] = UInt8(truncatingIfNeeded: accumulator >> UInt32(bits))
+                    o += 1
+                    accumulator &= (1 << UInt32(bits)) - 1
+                }
+            }
+            // Leftover bits (2 or 4) must be zero, or two spellings would
+            // decode to the same bytes.
+            return accumulator == 0 ? o : nil
         }
-        guard valid, out.count == length else { return nil }
-        return out
     }
 
     public func decode(_ text: some StringProtocol) -> [UInt8]? { decode(text.utf8) }

@@ -12,23 +12,10 @@
 extension StringProtocol {
     /// Whether `self` and `other` are the same UTF-8 bytes. Linear, with no
     /// Unicode normalisation, unlike `==`; different lengths answer at once.
+    /// Inlinable, so callers in other modules get it specialised for their
+    /// types (through the protocol's witness table it cost twice as much).
+    @inlinable
     public func utf8Equals(_ other: some StringProtocol) -> Bool {
-        let mine = utf8, theirs = other.utf8
-        guard mine.count == theirs.count else { return false }
-        let contiguous = mine.withContiguousStorageIfAvailable { left in
-            theirs.withContiguousStorageIfAvailable { right in left.elementsEqual(right) }
-        }
-        if let contiguous, let equal = contiguous { return equal }
-        return mine.elementsEqual(theirs)
-    }
-}
-
-extension String {
-    /// `utf8Equals` for two `String`s (member names looked up by name, keys
-    /// checked for duplicates): concrete, so a caller in another module does
-    /// not reach the generic one through `StringProtocol`'s witness table.
-    /// The same answer, byte for byte.
-    public func utf8Equals(_ other: String) -> Bool {
         let mine = utf8, theirs = other.utf8
         guard mine.count == theirs.count else { return false }
         let contiguous = mine.withContiguousStorageIfAvailable { left in

@@ -62,6 +62,42 @@ private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         }
     }
 
+    /// Decoding into a caller's buffer accepts and refuses exactly what
+    /// decoding into an array does, and refuses a buffer that is too small.
+    @Test func decodingIntoABufferAgreesWithDecodingIntoAnArray() {
+        var generator = SystemRandomNumberGenerator()
+        var texts: [String] = ["", "Zg", "Zh", "Z", "Zg==", "Zm9v YmFy", "Zm\u{e9}", "====", "Zg==Zg=="]
+        for length in 0..<40 {
+            let data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            for codec in [Base64.standard, .url] {
+                var text = Array(codec.encode(data).utf8)
+                texts.append(String(decoding: text, as: UTF8.self))
+                if !text.isEmpty {  // one character changed: often still valid, often not
+                    text[Int.random(in: 0..<text.count, using: &generator)] = UInt8.random(in: 32...126, using: &generator)
+                    texts.append(String(decoding: text, as: UTF8.self))
+                }
+            }
+        }
+        for codec in [Base64.standard, .standardUnpadded, .url] {
+            for text in texts {
+                let expected = codec.decode(text)
+                let bytes = Array(text.utf8)
+                var buffer = [UInt8](repeating: 0xAA, count: 64)
+                let written = bytes.withUnsafeBufferPointer { input in
+                    buffer.withUnsafeMutableBytes { codec.decode(input, into: $0) }
+                }
+                #expect(written.map { Array(buffer[..<$0]) } == expected, "\(text)")
+                if let expected, !expected.isEmpty {
+                    var small = [UInt8](repeating: 0, count: expected.count - 1)
+                    let refused = bytes.withUnsafeBufferPointer { input in
+                        small.withUnsafeMutableBytes { codec.decode(input, into: $0) }
+                    }
+                    #expect(refused == nil, "\(text) into \(expected.count - 1) bytes")
+                }
+            }
+        }
+    }
+
     @Test func appendsToAnExistingBuffer() {
         var out = bytes("x=")
         Base64.standard.append(bytes("foob"), to: &out)

@@ -187,18 +187,19 @@ import Testing
     }
 }
 
-/// `String.utf8Equals(String)` (concrete) answers as the generic one does.
-@Suite struct ConcreteUTF8EqualsTests {
-    @Test func agreesWithTheGenericComparison() {
+/// `utf8Equals` (inlinable, specialised in the caller's module) answers by
+/// bytes for String against String and against Substring alike.
+@Suite struct UTF8EqualsTests {
+    @Test func answersByBytesForStringsAndSubstrings() {
         let samples = ["", "a", "b", "ab", "abc", "abd", "\u{E9}", "e\u{301}", "\u{212B}", "\u{C5}", "A\u{30A}",
                        "a-fifteen-bytes", "a-sixteen-bytes!", "a-sixteen-bytes?", String(repeating: "x", count: 100),
                        String(repeating: "x", count: 99) + "y", String(repeating: "\u{301}\u{316}", count: 50)]
         for left in samples {
             for right in samples {
-                let concrete = left.utf8Equals(right)
-                let generic = left.utf8Equals(right[...])
-                #expect(concrete == generic, "\(Array(left.utf8)) \(Array(right.utf8))")
-                #expect(concrete == (Array(left.utf8) == Array(right.utf8)))
+                let strings = left.utf8Equals(right)
+                let substring = left.utf8Equals(right[...])
+                #expect(strings == substring, "\(Array(left.utf8)) \(Array(right.utf8))")
+                #expect(strings == (Array(left.utf8) == Array(right.utf8)))
             }
         }
         // A bridged or non-contiguous view is not involved on Linux, but a
