@@ -8,10 +8,10 @@
 #   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  GET /nginx-baseline
 #   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  POST /fastcgi-baseline
 #   wrk -t2 -cN -d10s --latency -s Benchmarks/send.lua  POST /smtp/send-email
-# /fastcgi-baseline is the FastCGI ceiling: Benchmarks/noop-responder.c, a
+# /fastcgi-baseline is the FastCGI ceiling: Benchmarks/responder.c, a
 # libfcgi responder with 16 threads that reads the body and answers at once,
 # built here with cc and run right before Mailgate at the same load.
-# Right after it, Benchmarks/smtp-relay-responder.c: the same C responder plus
+# Right after it, the same C responder given the sink's port does
 # only the SMTP exchange Mailgate has per send (on a connection per worker,
 # to the same sink), behind its own nginx: the floor of a blocking
 # thread-per-request send on this machine, so the gap to the no-op splits
@@ -187,23 +187,22 @@ for _ in $(seq 200); do [ -S "$socket" ] && break; alive "$mailgate_pid" "mailga
 
 # --- the FastCGI ceiling: a libfcgi responder that does no work ---------------
 noop_socket=$tmp/noop.sock
-cc -O2 -o "$tmp/noop-responder" "$root/Benchmarks/noop-responder.c" -lfcgi -lpthread \
-    || die "cannot build Benchmarks/noop-responder.c (cc, libfcgi-dev)"
-"$tmp/noop-responder" "$noop_socket" "${BENCH_NOOP_THREADS:-16}" 2>"$tmp/noop.log" &
+cc -O2 -o "$tmp/responder" "$root/Benchmarks/responder.c" -lfcgi -lpthread \
+    || die "cannot build Benchmarks/responder.c (cc, libfcgi-dev)"
+"$tmp/responder" "$noop_socket" "${BENCH_NOOP_THREADS:-16}" 2>"$tmp/noop.log" &
 noop_pid=$!; pids+=("$noop_pid")
-for _ in $(seq 200); do [ -S "$noop_socket" ] && break; alive "$noop_pid" "noop-responder"; sleep 0.05; done
+for _ in $(seq 200); do [ -S "$noop_socket" ] && break; alive "$noop_pid" "responder (no-op)"; sleep 0.05; done
 
 # --- the floor of a blocking send: the no-op plus only the SMTP exchange ------
-# Benchmarks/smtp-relay-responder.c: each worker keeps an SMTP connection to
-# the same sink and, per request, has the exchange Mailgate has (RSET, MAIL,
-# RCPT, DATA pipelined; the message; the 250), nothing else. Served behind a
-# third nginx at /smtp/send-email, measured right after the no-op.
+# The same responder given the sink's port: each worker keeps an SMTP
+# connection to the same sink and, per request, has the exchange Mailgate
+# has (RSET, MAIL, RCPT, DATA pipelined; the message; the 250), nothing
+# else. Served behind a third nginx at /smtp/send-email, measured right
+# after the no-op.
 relay_socket=$tmp/relay.sock
-cc -O2 -o "$tmp/smtp-relay-responder" "$root/Benchmarks/smtp-relay-responder.c" -lfcgi -lpthread \
-    || die "cannot build Benchmarks/smtp-relay-responder.c (cc, libfcgi-dev)"
-"$tmp/smtp-relay-responder" "$relay_socket" "${BENCH_NOOP_THREADS:-16}" "$sink_port" 2>"$tmp/relay.log" &
+"$tmp/responder" "$relay_socket" "${BENCH_NOOP_THREADS:-16}" "$sink_port" 2>"$tmp/relay.log" &
 relay_pid=$!; pids+=("$relay_pid")
-for _ in $(seq 200); do [ -S "$relay_socket" ] && break; alive "$relay_pid" "smtp-relay-responder"; sleep 0.05; done
+for _ in $(seq 200); do [ -S "$relay_socket" ] && break; alive "$relay_pid" "responder (SMTP only)"; sleep 0.05; done
 
 # --- the same send on a PostgreSQL store (issue 14's row) -----------------------
 # A throwaway cluster (Debian's postgresql; skipped with a note without it),
@@ -344,7 +343,7 @@ for c in $connections; do
     # The no-op responder right before Mailgate's run at the same load: the
     # same request (JSON body, bearer token), answered without any work.
     run_wrk "noop-c$c" send "$c" "$duration" "$noop_url"
-    alive "$noop_pid" "noop-responder"
+    alive "$noop_pid" "responder (no-op)"
     rate[noop$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
     ok[noop$c]=$B_ok
     p50[noop$c]=$B_p50_us p99[noop$c]=$B_p99_us non2xx[noop$c]=$B_non2xx
@@ -352,7 +351,7 @@ for c in $connections; do
 
     sink_before=$(settled_sink_messages)
     run_wrk "relay-c$c" send "$c" "$duration" "$relay_url"
-    alive "$relay_pid" "smtp-relay-responder"
+    alive "$relay_pid" "responder (SMTP only)"
     sink[relay$c]=$(( $(settled_sink_messages) - sink_before )) ok[relay$c]=$B_ok
     rate[relay$c]=$(awk -v n="$B_ok" -v w="$B_window_s" 'BEGIN { printf "%.1f", (w > 0 ? n / w : 0) }')
     p50[relay$c]=$B_p50_us p99[relay$c]=$B_p99_us non2xx[relay$c]=$B_non2xx statuses[relay$c]=$B_statuses

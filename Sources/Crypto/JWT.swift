@@ -427,32 +427,28 @@ private struct CanonicalReader {
     /// refuses), no closing quote, or invalid UTF-8. Without escapes the
     /// general parser's string is these very bytes, validated the same way.
     mutating func plainString() -> String? {
-        let start = index
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte == UInt8(ascii: "\"") {
-                let text = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-                index += 1
-                return text
-            }
-            if byte < 0x20 || byte == UInt8(ascii: "\\") { return nil }
-            index += 1
-        }
-        return nil
+        quoted(allowing: { $0 >= 0x20 && $0 != UInt8(ascii: "\\") }, validateUTF8: true)
     }
 
     /// Like `plainString`, for a jti: only base64url characters (ASCII, so
     /// valid UTF-8), any number of them; `isValidTokenID` judges the length.
     mutating func tokenIDString() -> String? {
+        quoted(allowing: { TokenSigner.base64URLValue($0) < 64 }, validateUTF8: false)
+    }
+
+    /// The bytes up to the closing quote as a String, past the quote; nil
+    /// on a byte `allowing` refuses, no closing quote, or (when asked)
+    /// invalid UTF-8.
+    private mutating func quoted(allowing: (UInt8) -> Bool, validateUTF8: Bool) -> String? {
         let start = index
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+                let run = UnsafeBufferPointer(rebasing: bytes[start..<index])
                 index += 1
-                return text
+                return validateUTF8 ? String(validating: run, as: UTF8.self) : String(decoding: run, as: UTF8.self)
             }
-            guard TokenSigner.base64URLValue(byte) < 64 else { return nil }
+            guard allowing(byte) else { return nil }
             index += 1
         }
         return nil

@@ -1,12 +1,15 @@
-/* The benchmark's floor for a blocking, thread-per-request send: a libfcgi
- * responder that does no parsing, no token check and no MIME, only the SMTP
- * exchange Mailgate has with the sink for each send, on a connection each
- * worker keeps open. Per request: read the body whole, write
- * "RSET, MAIL, RCPT, DATA" in one write (PIPELINING), read the four replies,
- * write a fixed small message and its ".", read the 250, answer 200 JSON.
- * What it cannot beat, Mailgate's design cannot either; what it leaves to
- * Mailgate is Mailgate's own work. Built and run by Benchmarks/run.sh:
- *     smtp-relay-responder SOCKET THREADS SMTP_PORT */
+/* The benchmark's two C references, one libfcgi responder with THREADS
+ * workers sharing one Unix socket the way Mailgate's do. Each request's
+ * body is read whole (as Mailgate does), then:
+ *   - without SMTP_PORT, the FastCGI ceiling: nothing else; a fixed 200;
+ *   - with SMTP_PORT, the floor of a blocking thread-per-request send: no
+ *     parsing, no token check and no MIME, only the SMTP exchange Mailgate
+ *     has with the sink for each send, on a connection each worker keeps
+ *     open ("RSET, MAIL, RCPT, DATA" in one write (PIPELINING), the four
+ *     replies, a fixed small message and its ".", the 250), then a 200.
+ * What the second cannot beat, Mailgate's design cannot either; what it
+ * leaves to Mailgate is Mailgate's own work. Built and run by
+ * Benchmarks/run.sh:  responder SOCKET THREADS [SMTP_PORT] */
 #include <arpa/inet.h>
 #include <fcgiapp.h>
 #include <netinet/in.h>
@@ -21,7 +24,7 @@
 #include <unistd.h>
 
 static int listen_fd;
-static int smtp_port;
+static int smtp_port;  /* 0: the no-op responder */
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct smtp {
@@ -114,7 +117,7 @@ static void *worker(void *unused) {
         pthread_mutex_unlock(&accept_lock);
         if (accepted < 0) break;
         while (FCGX_GetStr(buffer, sizeof buffer, request.in) > 0) {}
-        if (smtp_send(&smtp) == 0) {
+        if (smtp_port == 0 || smtp_send(&smtp) == 0) {
             FCGX_PutStr(ok, sizeof ok - 1, request.out);
         } else {
             FCGX_PutStr(failed, sizeof failed - 1, request.out);
@@ -125,13 +128,13 @@ static void *worker(void *unused) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s SOCKET THREADS SMTP_PORT\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s SOCKET THREADS [SMTP_PORT]\n", argv[0]);
         return 2;
     }
     int threads = atoi(argv[2]);
-    smtp_port = atoi(argv[3]);
-    if (threads < 1 || threads > 1024 || smtp_port < 1 || smtp_port > 65535) {
+    smtp_port = argc == 4 ? atoi(argv[3]) : 0;
+    if (threads < 1 || threads > 1024 || (argc == 4 && (smtp_port < 1 || smtp_port > 65535))) {
         fprintf(stderr, "THREADS must be 1-1024 and SMTP_PORT 1-65535\n");
         return 2;
     }
@@ -148,7 +151,9 @@ int main(int argc, char **argv) {
         perror("chmod");
         return 1;
     }
-    /* As in noop-responder.c: TERM and INT end the process from here. */
+    /* libfcgi's SIGTERM handler only sets a shutdown flag, and threads in
+     * accept stay there (the bench had to KILL it): block SIGTERM and
+     * SIGINT in every thread and wait for them here, so TERM ends it. */
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
