@@ -365,17 +365,10 @@ struct RawClaims: Equatable {
     var notBefore: RawClaim<Int64>
     var version: RawClaim<Int64>
     var tokenID: RawClaim<String>
+}
 
-    init(subject: RawClaim<String>, issuedAt: RawClaim<Int64>, expiresAt: RawClaim<Int64>, notBefore: RawClaim<Int64>,
-         version: RawClaim<Int64>, tokenID: RawClaim<String>) {
-        self.subject = subject
-        self.issuedAt = issuedAt
-        self.expiresAt = expiresAt
-        self.notBefore = notBefore
-        self.version = version
-        self.tokenID = tokenID
-    }
-
+// In an extension, so the memberwise initialiser stays synthesised.
+extension RawClaims {
     /// From the general parser's object. Pure reads, so taking them all up
     /// front and checking afterwards refuses exactly as checking each as it
     /// was read did.

@@ -93,6 +93,17 @@ enum IdempotencyLimits {
 
 // Shared by both backends, so they validate and time records alike.
 extension IdempotencyLimits {
+    /// What `claimIdempotencyKey` checks before touching the database.
+    static func requireValidClaim(_ key: [UInt8], for username: String, fingerprint: [UInt8],
+                                  abandonedAnswer: IdempotentAnswer) throws(StoreError) {
+        try User.requireValid(username)
+        guard keyLength.contains(key.count) else { throw .invalidIdempotencyKey }
+        guard fingerprintLength.contains(fingerprint.count) else {
+            throw .database("an idempotency fingerprint must be 1 to 64 bytes")
+        }
+        try requireValid(abandonedAnswer)
+    }
+
     static func requireValid(_ answer: IdempotentAnswer) throws(StoreError) {
         guard IdempotencyLimits.status.contains(answer.status) else {
             throw .database("an idempotent answer's status must be 100 to 599, not \(answer.status)")

@@ -51,6 +51,14 @@ public struct OAuth2Credentials: Sendable, Equatable {
     static let maxSecretLength = 16384
 
     /// The rules `SMTPIntegration.validate` applies to an OAuth2 login.
+    /// A refresh token as stored: set with the integration, or stored
+    /// alone after an authorisation or a rotation (both backends).
+    static func requireValid(refreshToken: String) throws(StoreError) {
+        guard !refreshToken.isEmpty, refreshToken.utf8.count <= maxSecretLength, SMTPIntegration.isClean(refreshToken) else {
+            throw .invalidIntegration("OAuth2 refresh token")
+        }
+    }
+
     func validate() throws(StoreError) {
         guard !clientID.isEmpty, clientID.utf8.count <= Self.maxClientIDLength, SMTPIntegration.isClean(clientID) else {
             throw .invalidIntegration("OAuth2 client id")
@@ -66,12 +74,7 @@ public struct OAuth2Credentials: Sendable, Equatable {
                 throw .invalidIntegration("OAuth2 client secret")
             }
         }
-        if let refreshToken {
-            guard !refreshToken.isEmpty, refreshToken.utf8.count <= Self.maxSecretLength,
-                  SMTPIntegration.isClean(refreshToken) else {
-                throw .invalidIntegration("OAuth2 refresh token")
-            }
-        }
+        if let refreshToken { try Self.requireValid(refreshToken: refreshToken) }
         // RFC 6749 section 3.3: scope tokens are printable ASCII, separated by spaces.
         guard scope.utf8.count <= Self.maxScopeLength, scope.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else {
             throw .invalidIntegration("OAuth2 scope (printable ASCII, tokens separated by spaces)")

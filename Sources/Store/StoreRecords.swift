@@ -26,28 +26,6 @@ import Foundation
 /// `exportRecords()`. Its description gives counts only (password hashes
 /// and sealed bytes never reach a log).
 public struct StoreRecords: Sendable, Equatable {
-    /// A row of `users`, without its id.
-    struct UserRow: Sendable, Equatable {
-        var username: String
-        var passwordHash: String
-        var isDisabled: Bool
-        var tokenVersion: Int64
-        var createdAtMilliseconds: Int64
-        /// `RecipientPolicy`'s stored form; nil: any recipient.
-        var allowedRecipients: String?
-        var sendQuota: SendQuota
-
-        init(_ record: UserRecord) {
-            username = record.username
-            passwordHash = record.passwordHash
-            isDisabled = record.isDisabled
-            tokenVersion = record.tokenVersion
-            createdAtMilliseconds = record.createdAtMilliseconds
-            allowedRecipients = record.allowedRecipients
-            sendQuota = record.sendQuota
-        }
-    }
-
     /// A row of `smtp_integrations`, its user by name (`record.userID` is
     /// 0 here; the target sets its own).
     struct IntegrationRow: Sendable, Equatable {
@@ -88,7 +66,8 @@ public struct StoreRecords: Sendable, Equatable {
     /// Each list in byte order of its key (username; owner, then creation
     /// and id for tokens; key name), the same on both backends, so two
     /// snapshots of the same records compare equal.
-    var users: [UserRow] = []
+    /// Rows of `users`, their `id` 0 (see `UserRecord.withoutID`).
+    var users: [UserRecord] = []
     var integrations: [IntegrationRow] = []
     var namedTokens: [NamedTokenRow] = []
     var removedUsernames: [RemovedUsername] = []
@@ -162,5 +141,15 @@ extension StoreRecords: CustomStringConvertible, CustomDebugStringConvertible, C
 enum ImportedKeys {
     static func requireMatching(_ existing: [UInt8]?, _ imported: StoreRecords.KeyFingerprint) throws(StoreError) {
         if let existing, existing != imported.fingerprint { throw .keyMismatch(imported.name) }
+    }
+}
+
+extension UserRecord {
+    /// The row as a snapshot holds it: its id 0, since the target numbers
+    /// its own rows.
+    var withoutID: UserRecord {
+        var row = self
+        row.id = 0
+        return row
     }
 }

@@ -14,7 +14,7 @@ extension PostgresStore {
                 var records = StoreRecords()
                 let users = try connection.run(SQL.listUsers, [], operation)
                 for row in 0..<users.rowCount {
-                    records.users.append(.init(try UserRecord(users, row: row, from: 0)))
+                    records.users.append(try UserRecord(users, row: row, from: 0).withoutID)
                 }
                 let integrations = try connection.run(SQL.exportIntegrations, [], operation)
                 for row in 0..<integrations.rowCount {

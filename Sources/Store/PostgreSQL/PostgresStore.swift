@@ -278,10 +278,7 @@ public final class PostgresStore: Store, CustomStringConvertible {
     public func storeRefreshToken(_ refreshToken: String, for username: String, issuedTo grant: RefreshTokenOwner,
                                   origin: RefreshTokenOrigin) throws(StoreError) {
         try User.requireValid(username)
-        guard !refreshToken.isEmpty, refreshToken.utf8.count <= OAuth2Credentials.maxSecretLength,
-              SMTPIntegration.isClean(refreshToken) else {
-            throw .invalidIntegration("OAuth2 refresh token")
-        }
+        try OAuth2Credentials.requireValid(refreshToken: refreshToken)
         let now = StoredDate.milliseconds(Date())
         let operation = "store the refresh token of \(username)"
         try perform(operation) { connection throws in
@@ -529,12 +526,7 @@ public final class PostgresStore: Store, CustomStringConvertible {
     public func claimIdempotencyKey(_ key: [UInt8], for username: String, fingerprint: [UInt8], at now: Date,
                                     ttl: TimeInterval, staleAfter: TimeInterval,
                                     abandonedAnswer: IdempotentAnswer) throws(StoreError) -> IdempotencyClaim {
-        try User.requireValid(username)
-        guard IdempotencyLimits.keyLength.contains(key.count) else { throw .invalidIdempotencyKey }
-        guard IdempotencyLimits.fingerprintLength.contains(fingerprint.count) else {
-            throw .database("an idempotency fingerprint must be 1 to 64 bytes")
-        }
-        try IdempotencyLimits.requireValid(abandonedAnswer)
+        try IdempotencyLimits.requireValidClaim(key, for: username, fingerprint: fingerprint, abandonedAnswer: abandonedAnswer)
         let at = StoredDate.milliseconds(now)
         let expiresAt = at + IdempotencyLimits.milliseconds(ttl)
         let staleAfter = IdempotencyLimits.milliseconds(staleAfter)

@@ -13,12 +13,7 @@ extension SQLiteStore {
     public func claimIdempotencyKey(_ key: [UInt8], for username: String, fingerprint: [UInt8], at now: Date,
                                     ttl: TimeInterval, staleAfter: TimeInterval,
                                     abandonedAnswer: IdempotentAnswer) throws(StoreError) -> IdempotencyClaim {
-        try User.requireValid(username)
-        guard IdempotencyLimits.keyLength.contains(key.count) else { throw .invalidIdempotencyKey }
-        guard IdempotencyLimits.fingerprintLength.contains(fingerprint.count) else {
-            throw .database("an idempotency fingerprint must be 1 to 64 bytes")
-        }
-        try IdempotencyLimits.requireValid(abandonedAnswer)
+        try IdempotencyLimits.requireValidClaim(key, for: username, fingerprint: fingerprint, abandonedAnswer: abandonedAnswer)
         let at = StoredDate.milliseconds(now)
         let expiresAt = at + IdempotencyLimits.milliseconds(ttl)
         let staleAfter = IdempotencyLimits.milliseconds(staleAfter)

@@ -8,7 +8,7 @@ import GRDB
 // writes with SQL over these names (see the note there).
 
 /// A row of `users`.
-struct UserRecord: FetchableRecord, TableRecord {
+struct UserRecord: FetchableRecord, TableRecord, Sendable, Equatable {
     static let databaseTableName = "users"
 
     enum Columns {

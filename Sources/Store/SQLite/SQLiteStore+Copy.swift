@@ -10,7 +10,7 @@ extension SQLiteStore {
             try pool.read { db in
                 var records = StoreRecords()
                 records.users = try UserRecord.fetchAll(db, sql: "SELECT * FROM users ORDER BY username")
-                    .map(StoreRecords.UserRow.init)
+                    .map(\.withoutID)
                 // `i.*` comes first, so its `username` (the SMTP login) is
                 // the one decoded by name; the owner is a column of its own.
                 for row in try Row.fetchAll(db, sql: """

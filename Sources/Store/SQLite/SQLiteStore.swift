@@ -312,10 +312,7 @@ public final class SQLiteStore: Store {
     public func storeRefreshToken(_ refreshToken: String, for username: String, issuedTo grant: RefreshTokenOwner,
                                   origin: RefreshTokenOrigin) throws(StoreError) {
         try User.requireValid(username)
-        guard !refreshToken.isEmpty, refreshToken.utf8.count <= OAuth2Credentials.maxSecretLength,
-              SMTPIntegration.isClean(refreshToken) else {
-            throw .invalidIntegration("OAuth2 refresh token")
-        }
+        try OAuth2Credentials.requireValid(refreshToken: refreshToken)
         let now = StoredDate.milliseconds(Date())
         try perform("store the refresh token of \(username)") { () throws in
             try pool.write { db in
